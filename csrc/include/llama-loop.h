@@ -1,0 +1,113 @@
+// llama-loop.h: training-free layer looping for llama.cpp (loopcpp).
+//
+// Re-runs a window of layers [start, end] K times per token with damped residual sub-steps
+// (docs/looping.md is the contract). This header only adds functions: the public llama.cpp
+// structs keep their layout, so programs built against the stock llama.h (llama-cpp-python
+// included) load this libllama unchanged, and loop through LOOPCPP_LOOP with no code change.
+//
+// Configuration sources, highest precedence first: llama_loop_set(), the LOOPCPP_LOOP
+// environment variable (read when a context is created), the GGUF metadata key "loopcpp.loop".
+// All three use the spec-string grammar, e.g. "15:18x3", "15:18x3,layer,euler",
+// "12:15x4,rk,beta=0.3,kv=last,decode=full", "auto", "off".
+#pragma once
+
+#include "llama.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// Version of the loop API below; bumped when a declaration in this header changes.
+#define LLAMA_LOOP_API_VERSION 1
+
+// Largest number of sub-steps K accepted.
+#define LLAMA_LOOP_MAX_STEPS 64
+
+// Return codes of the functions below (llama_loop_last_error() says why).
+#define LLAMA_LOOP_OK            0
+#define LLAMA_LOOP_ERR_INVALID  -1 // a value out of range or a malformed spec string
+#define LLAMA_LOOP_ERR_UNSUPPORTED -2 // architecture, memory type or context that cannot loop
+
+enum llama_loop_mode {
+    LLAMA_LOOP_MODE_AUTO  = 0, // block for dense models, layer for MoE models
+    LLAMA_LOOP_MODE_BLOCK = 1, // iterate the whole window as one operator
+    LLAMA_LOOP_MODE_LAYER = 2, // iterate each window layer on its own, in order
+};
+
+enum llama_loop_integrator {
+    LLAMA_LOOP_INTEGRATOR_NAIVE = 0, // x <- G(x), K times
+    LLAMA_LOOP_INTEGRATOR_EULER = 1, // x <- x + (G(x) - x) / K, K times
+    LLAMA_LOOP_INTEGRATOR_RK    = 2, // anchored K-stage Runge-Kutta, output beta*G(x0) + (1-beta)*x_K
+};
+
+enum llama_loop_kv {
+    LLAMA_LOOP_KV_FIRST = 0, // window layers keep the unlooped model's K/V
+    LLAMA_LOOP_KV_LAST  = 1, // window layers keep K/V of a stash chain seeded with the loop output
+};
+
+enum llama_loop_decode {
+    LLAMA_LOOP_DECODE_BYPASS  = 0, // loop prompt ubatches only
+    LLAMA_LOOP_DECODE_FULL    = 1, // loop every ubatch
+    LLAMA_LOOP_DECODE_FIRST_N = 2, // loop prompt ubatches and the first decode_n decode ubatches after each
+};
+
+struct llama_loop_params {
+    int32_t start;   // first window layer, or -1 for the default window (W = min(4, n_layer) centred at 0.47 depth)
+    int32_t end;     // last window layer (inclusive), or -1 with start = -1
+    int32_t n_steps; // K, sub-steps per window; 1 = loop off
+
+    enum llama_loop_mode       mode;
+    enum llama_loop_integrator integrator;
+    float                      beta;     // rk only, in [0, 1]: 0 = euler, 1 = the unlooped model
+    enum llama_loop_kv         kv;
+    enum llama_loop_decode     decode;
+    int32_t                    decode_n; // with LLAMA_LOOP_DECODE_FIRST_N
+
+    bool freeze_routing; // block mode: route each window MoE layer once, on the first pass
+};
+
+// The out-of-the-box recipe for `model` (default window, K = 3, rk, beta = 0.5, kv first, bypass,
+// block for dense / layer for MoE). With model == NULL the window and mode are left to resolve later.
+LLAMA_API struct llama_loop_params llama_loop_default_params(const struct llama_model * model);
+
+// Parses a spec string into *params (starting from llama_loop_default_params(model)).
+// Returns LLAMA_LOOP_OK, or LLAMA_LOOP_ERR_INVALID naming the bad part in llama_loop_last_error().
+LLAMA_API int32_t llama_loop_parse(const struct llama_model * model, const char * spec, struct llama_loop_params * params);
+
+// Writes the canonical spec string of *params into buf (NUL-terminated, truncated to size).
+// Returns the length it needs, excluding the NUL.
+LLAMA_API int32_t llama_loop_format(const struct llama_loop_params * params, char * buf, size_t size);
+
+// Checks *params against `model` without touching a context: window inside the model, K in
+// [1, LLAMA_LOOP_MAX_STEPS], beta in [0, 1], enums in range, architecture converted.
+LLAMA_API int32_t llama_loop_validate(const struct llama_model * model, const struct llama_loop_params * params);
+
+// Sets the loop of `ctx` (validated first; on error the context keeps its loop). Takes effect at the
+// next decode; tokens already in the cache keep the K/V they were stored with. Returns a code above.
+LLAMA_API int32_t llama_loop_set(struct llama_context * ctx, const struct llama_loop_params * params);
+
+// Copies the active loop of `ctx` (resolved: concrete window and mode) into *params.
+// Returns 1 if a loop is active (n_steps > 1), 0 if looping is off.
+LLAMA_API int32_t llama_loop_get(const struct llama_context * ctx, struct llama_loop_params * params);
+
+// Turns looping off for `ctx` (same as n_steps = 1).
+LLAMA_API void llama_loop_clear(struct llama_context * ctx);
+
+// The reason for the last error of a llama_loop_* call on this thread ("" if none).
+LLAMA_API const char * llama_loop_last_error(void);
+
+// Whether `model`'s architecture has a loop-capable graph builder.
+LLAMA_API bool llama_loop_arch_supported(const struct llama_model * model);
+
+// loopcpp's version string, e.g. "0.1.0".
+LLAMA_API const char * llama_loop_version(void);
+
+// The llama.cpp commit this library was built from (the pinned one), e.g. "0c1e57098".
+LLAMA_API const char * llama_loop_llama_commit(void);
+
+// LLAMA_LOOP_API_VERSION as compiled into the library.
+LLAMA_API int32_t llama_loop_api_version(void);
+
+#ifdef __cplusplus
+}
+#endif

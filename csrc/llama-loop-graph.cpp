@@ -1,0 +1,181 @@
+// The layer re-execution graph builder: schedule, integrators, cache policy and routing freeze
+// (docs/looping.md). Each converted architecture hands its layer body to build_layer_stack.
+//
+// Ordering invariant: every evaluation of a window layer writes its K/V into the same cache
+// cells the unlooped model uses, then reads the cache. Each evaluation's output is expanded into
+// the graph before the next evaluation is built, so its reads precede the next one's writes
+// (backends run nodes in insertion order), and the cache never grows with K. The writes that
+// must stay (cache policy) are emitted last.
+
+#include "llama-graph.h"
+#include "llama-kv-cache.h"
+#include "llama-loop-graph.h"
+
+namespace {
+
+struct loop_builder {
+    llm_graph_context & g;
+    const llm_graph_context::llm_layer_fn & layer;
+    const llama_loop_params & p;
+    llama_loop_graph & hooks;
+
+    // One evaluation of the window layers [a, b] on x (the operator G of block or layer mode).
+    ggml_tensor * eval(int a, int b, ggml_tensor * x) {
+        for (int il = a; il <= b; ++il) {
+            x = layer(il, x, nullptr);
+        }
+        g.cb(x, "loop_eval", b);
+        ggml_build_forward_expand(g.gf, x);
+        return x;
+    }
+
+    // x + (gx - x) / K: one damped sub-step.
+    ggml_tensor * damped(ggml_tensor * x, ggml_tensor * gx, int il) {
+        ggml_tensor * d = ggml_scale(g.ctx0, ggml_sub(g.ctx0, gx, x), 1.0f / p.n_steps);
+        ggml_tensor * y = ggml_add(g.ctx0, x, d);
+        g.cb(y, "loop_step", il);
+        return y;
+    }
+
+    // I_K(G, x0) with G = layers [a, b]. The first evaluation (on x0) routes with `first_route`
+    // and may record its cache writes; later ones replay routing when `replay_routing` is set.
+    // *first receives G(x0).
+    ggml_tensor * integrate(int a, int b, ggml_tensor * x0, bool replay_routing,
+                            llama_loop_graph::route_mode first_route, bool record_first_kv,
+                            ggml_tensor ** first = nullptr) {
+        hooks.route     = first_route;
+        hooks.record_kv = record_first_kv;
+        ggml_tensor * n = eval(a, b, x0);
+        hooks.route     = replay_routing ? llama_loop_graph::ROUTE_REPLAY : llama_loop_graph::ROUTE_NATURAL;
+        hooks.record_kv = false;
+        if (first) {
+            *first = n;
+        }
+
+        ggml_tensor * x = nullptr;
+        switch (p.integrator) {
+            case LLAMA_LOOP_INTEGRATOR_NAIVE:
+                x = n;
+                for (int k = 1; k < p.n_steps; ++k) {
+                    x = eval(a, b, x);
+                }
+                return x;
+            case LLAMA_LOOP_INTEGRATOR_EULER:
+            case LLAMA_LOOP_INTEGRATOR_RK:
+                x = damped(x0, n, b);
+                for (int k = 1; k < p.n_steps; ++k) {
+                    x = damped(x, eval(a, b, x), b);
+                }
+                break;
+        }
+        if (p.integrator == LLAMA_LOOP_INTEGRATOR_RK) {
+            // beta * G(x0) + (1 - beta) * x_K
+            x = ggml_add(g.ctx0, ggml_scale(g.ctx0, n, p.beta), ggml_scale(g.ctx0, x, 1.0f - p.beta));
+            g.cb(x, "loop_rk", b);
+        }
+        return x;
+    }
+
+    // Emits the recorded writes of layer il (all window layers if il < 0) again, after every read.
+    void restore_kv(int il) {
+        for (const auto & w : hooks.kv_writes) {
+            if (il < 0 || w.il == il) {
+                ggml_build_forward_expand(g.gf, w.mctx->cpy_k(g.ctx0, w.k_cur, w.k_idxs, w.il));
+                ggml_build_forward_expand(g.gf, w.mctx->cpy_v(g.ctx0, w.v_cur, w.v_idxs, w.il));
+            }
+        }
+    }
+
+    ggml_tensor * block(ggml_tensor * x0) {
+        const bool first_kv = p.kv == LLAMA_LOOP_KV_FIRST; // the first pass is the natural chain
+        const auto route = p.freeze_routing ? llama_loop_graph::ROUTE_RECORD : llama_loop_graph::ROUTE_NATURAL;
+        ggml_tensor * y = integrate(p.start, p.end, x0, p.freeze_routing, route, first_kv);
+        ggml_build_forward_expand(g.gf, y);
+        if (first_kv) {
+            restore_kv(-1);
+        }
+        return y;
+    }
+
+    ggml_tensor * layerwise(ggml_tensor * x0) {
+        const bool first_kv = p.kv == LLAMA_LOOP_KV_FIRST;
+        ggml_tensor * x = x0;
+        ggml_tensor * h = x0; // shadow chain: the input layer il receives in the unlooped model
+        for (int il = p.start; il <= p.end; ++il) {
+            ggml_tensor * h_out = nullptr;
+            if (first_kv && il > p.start) {
+                // shadow evaluation: its K/V are the ones the cache keeps
+                hooks.route     = llama_loop_graph::ROUTE_NATURAL;
+                hooks.record_kv = true;
+                h_out = layer(il, h, nullptr);
+                hooks.record_kv = false;
+                if (il < p.end) {
+                    ggml_build_forward_expand(g.gf, h_out);
+                }
+            }
+            // layer start's first evaluation is on x0, its shadow input: record that one
+            ggml_tensor * first = nullptr;
+            x = integrate(il, il, x, true, llama_loop_graph::ROUTE_RECORD, first_kv && il == p.start, &first);
+            ggml_build_forward_expand(g.gf, x);
+            if (first_kv) {
+                restore_kv(il);
+            }
+            h = il == p.start ? first : h_out;
+        }
+        return x;
+    }
+
+    // kv=last: layer start stores K/V of y, layer start+1 of L_start(y), ...; outputs discarded.
+    void stash(ggml_tensor * y) {
+        hooks.route     = llama_loop_graph::ROUTE_NATURAL;
+        hooks.record_kv = false;
+        ggml_tensor * z = y;
+        for (int il = p.start; il <= p.end; ++il) {
+            z = layer(il, z, nullptr);
+            if (il < p.end) {
+                ggml_build_forward_expand(g.gf, z);
+            }
+        }
+    }
+};
+
+} // namespace
+
+ggml_tensor * llm_graph_context::build_layer_stack(ggml_tensor * inpL, ggml_tensor * inp_out_ids, const llm_layer_fn & layer) {
+    const llama_loop_state & state = cparams.loop;
+    const bool looped = state.active() && (state.looped_now || llama_loop_is_prompt(ubatch));
+
+    if (!looped) {
+        for (int il = 0; il < n_layer; ++il) {
+            inpL = layer(il, inpL, il == n_layer - 1 ? inp_out_ids : nullptr);
+        }
+        return inpL;
+    }
+
+    const llama_loop_params & p = state.params;
+
+    for (int il = 0; il < p.start; ++il) {
+        inpL = layer(il, inpL, nullptr);
+    }
+
+    llama_loop_graph hooks;
+    hooks.routes.resize(n_layer);
+    loop = &hooks;
+
+    loop_builder b { *this, layer, p, hooks };
+    ggml_tensor * y = p.mode == LLAMA_LOOP_MODE_LAYER ? b.layerwise(inpL) : b.block(inpL);
+    if (p.kv == LLAMA_LOOP_KV_LAST) {
+        b.stash(y);
+    }
+
+    loop = nullptr;
+
+    if (p.end == n_layer - 1) {
+        // the window holds the last layer: trim to the output rows once, after the loop
+        return inp_out_ids ? ggml_get_rows(ctx0, y, inp_out_ids) : y;
+    }
+    for (int il = p.end + 1; il < n_layer; ++il) {
+        y = layer(il, y, il == n_layer - 1 ? inp_out_ids : nullptr);
+    }
+    return y;
+}

@@ -1,0 +1,51 @@
+// loopcpp internals: hooks that llama-graph.cpp calls while a looped window is being built.
+#pragma once
+
+#include <vector>
+
+struct ggml_tensor;
+class llama_kv_cache_context;
+
+// One K/V cache write as build_attn emitted it (after any rotation), so it can be emitted again.
+struct llama_loop_kv_write {
+    int il;
+    const llama_kv_cache_context * mctx;
+    ggml_tensor * k_cur;
+    ggml_tensor * v_cur;
+    ggml_tensor * k_idxs;
+    ggml_tensor * v_idxs;
+};
+
+struct llama_loop_graph {
+    enum route_mode {
+        ROUTE_NATURAL, // the router runs as usual
+        ROUTE_RECORD,  // the router runs; keep its experts and weights per layer
+        ROUTE_REPLAY,  // use the kept experts and weights; the router is not built
+    };
+
+    route_mode route     = ROUTE_NATURAL;
+    bool       record_kv = false; // keep the cache writes of the evaluation being built
+
+    std::vector<llama_loop_kv_write> kv_writes;
+
+    struct routing {
+        ggml_tensor * experts = nullptr;
+        ggml_tensor * weights = nullptr;
+    };
+    std::vector<routing> routes; // [n_layer]
+
+    void on_kv_write(const llama_loop_kv_write & w) {
+        if (record_kv) {
+            kv_writes.push_back(w);
+        }
+    }
+
+    void on_route(int il, ggml_tensor *& experts, ggml_tensor *& weights) {
+        if (route == ROUTE_RECORD) {
+            routes[il] = { experts, weights };
+        } else if (route == ROUTE_REPLAY && routes[il].experts) {
+            experts = routes[il].experts;
+            weights = routes[il].weights;
+        }
+    }
+};

@@ -1,0 +1,452 @@
+// The loop API (include/llama-loop.h): parameters, spec strings, validation, and the per-context
+// state that the patched llama_context consults.
+#include "llama-loop.h"
+#include "llama-loop-state.h"
+
+#include "llama-batch.h"
+#include "llama-context.h"
+#include "llama-impl.h"
+#include "llama-kv-cache-iswa.h"
+#include "llama-kv-cache.h"
+#include "llama-model.h"
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace {
+
+thread_local std::string g_last_error;
+
+int32_t fail(int32_t code, const std::string & msg) {
+    g_last_error = msg;
+    return code;
+}
+
+int32_t ok() {
+    g_last_error.clear();
+    return LLAMA_LOOP_OK;
+}
+
+bool is_moe(const llama_model & model) { return model.hparams.n_expert > 0; }
+
+int32_t n_layer_of(const llama_model & model) { return (int32_t) model.hparams.n_layer(); }
+
+// The depth-fraction rule: W = min(4, N) layers whose centre is nearest 0.47 N (ties: lower start).
+void default_window(int32_t n_layer, int32_t & start, int32_t & end) {
+    const int32_t w = std::min<int32_t>(4, n_layer);
+    const double target = 0.47 * n_layer;
+    int32_t best = 0;
+    double best_dist = 1e30;
+    for (int32_t s = 0; s + w <= n_layer; ++s) {
+        const double dist = std::fabs(s + (w - 1) / 2.0 - target);
+        if (dist < best_dist - 1e-9) {
+            best = s;
+            best_dist = dist;
+        }
+    }
+    start = best;
+    end = best + w - 1;
+}
+
+// Fills the model-dependent parts left open (default window, auto mode).
+void resolve(const llama_model & model, llama_loop_params & p) {
+    if (p.start < 0 && p.end < 0) {
+        default_window(n_layer_of(model), p.start, p.end);
+    }
+    if (p.mode == LLAMA_LOOP_MODE_AUTO) {
+        p.mode = is_moe(model) ? LLAMA_LOOP_MODE_LAYER : LLAMA_LOOP_MODE_BLOCK;
+    }
+}
+
+bool parse_int(const std::string & s, int32_t & out) {
+    if (s.empty() || s.size() > 9) {
+        return false;
+    }
+    for (char c : s) {
+        if (c < '0' || c > '9') {
+            return false;
+        }
+    }
+    out = (int32_t) std::atoi(s.c_str());
+    return true;
+}
+
+bool parse_float(const std::string & s, float & out) {
+    if (s.empty()) {
+        return false;
+    }
+    char * end = nullptr;
+    out = std::strtof(s.c_str(), &end);
+    return end == s.c_str() + s.size() && std::isfinite(out);
+}
+
+std::string trim(const std::string & s) {
+    const size_t a = s.find_first_not_of(" \t");
+    const size_t b = s.find_last_not_of(" \t");
+    return a == std::string::npos ? "" : s.substr(a, b - a + 1);
+}
+
+// "S:E", "S:ExK", "auto", "autoxK" or "off".
+bool parse_window(const std::string & item, llama_loop_params & p) {
+    if (item == "off") {
+        p.n_steps = 1;
+        return true;
+    }
+    std::string win = item;
+    const size_t x = item.find('x');
+    if (x != std::string::npos) {
+        win = item.substr(0, x);
+        if (!parse_int(item.substr(x + 1), p.n_steps)) {
+            return false;
+        }
+    }
+    if (win == "auto") {
+        p.start = p.end = -1;
+        return true;
+    }
+    const size_t colon = win.find(':');
+    return colon != std::string::npos &&
+           parse_int(win.substr(0, colon), p.start) &&
+           parse_int(win.substr(colon + 1), p.end);
+}
+
+bool parse_option(const std::string & item, llama_loop_params & p) {
+    const size_t eq = item.find('=');
+    const std::string key = item.substr(0, eq);
+    const std::string val = eq == std::string::npos ? "" : item.substr(eq + 1);
+    if (eq == std::string::npos) {
+        if (key == "block")  { p.mode = LLAMA_LOOP_MODE_BLOCK;  return true; }
+        if (key == "layer")  { p.mode = LLAMA_LOOP_MODE_LAYER;  return true; }
+        if (key == "naive")  { p.integrator = LLAMA_LOOP_INTEGRATOR_NAIVE; return true; }
+        if (key == "euler")  { p.integrator = LLAMA_LOOP_INTEGRATOR_EULER; return true; }
+        if (key == "rk")     { p.integrator = LLAMA_LOOP_INTEGRATOR_RK;    return true; }
+        if (key == "freeze") { p.freeze_routing = true; return true; }
+        return false;
+    }
+    if (key == "beta") {
+        return parse_float(val, p.beta);
+    }
+    if (key == "kv") {
+        if (val == "first") { p.kv = LLAMA_LOOP_KV_FIRST; return true; }
+        if (val == "last")  { p.kv = LLAMA_LOOP_KV_LAST;  return true; }
+        return false;
+    }
+    if (key == "decode") {
+        if (val == "bypass") { p.decode = LLAMA_LOOP_DECODE_BYPASS; return true; }
+        if (val == "full")   { p.decode = LLAMA_LOOP_DECODE_FULL;   return true; }
+        if (val.rfind("first:", 0) == 0) {
+            p.decode = LLAMA_LOOP_DECODE_FIRST_N;
+            return parse_int(val.substr(6), p.decode_n);
+        }
+        return false;
+    }
+    return false;
+}
+
+// Range checks that need no model.
+int32_t check_values(const llama_loop_params & p) {
+    if (p.n_steps < 1 || p.n_steps > LLAMA_LOOP_MAX_STEPS) {
+        return fail(LLAMA_LOOP_ERR_INVALID, "K = " + std::to_string(p.n_steps) + " is out of range: use 1 (off) to " +
+                    std::to_string(LLAMA_LOOP_MAX_STEPS));
+    }
+    if (!(p.beta >= 0.0f && p.beta <= 1.0f)) {
+        return fail(LLAMA_LOOP_ERR_INVALID, "beta = " + std::to_string(p.beta) + " is outside [0, 1]");
+    }
+    if (p.mode < LLAMA_LOOP_MODE_AUTO || p.mode > LLAMA_LOOP_MODE_LAYER) {
+        return fail(LLAMA_LOOP_ERR_INVALID, "mode " + std::to_string((int) p.mode) + " is not auto, block or layer");
+    }
+    if (p.integrator < LLAMA_LOOP_INTEGRATOR_NAIVE || p.integrator > LLAMA_LOOP_INTEGRATOR_RK) {
+        return fail(LLAMA_LOOP_ERR_INVALID, "integrator " + std::to_string((int) p.integrator) + " is not naive, euler or rk");
+    }
+    if (p.kv < LLAMA_LOOP_KV_FIRST || p.kv > LLAMA_LOOP_KV_LAST) {
+        return fail(LLAMA_LOOP_ERR_INVALID, "cache policy " + std::to_string((int) p.kv) + " is not first or last");
+    }
+    if (p.decode < LLAMA_LOOP_DECODE_BYPASS || p.decode > LLAMA_LOOP_DECODE_FIRST_N) {
+        return fail(LLAMA_LOOP_ERR_INVALID, "decode mode " + std::to_string((int) p.decode) + " is not bypass, full or first:N");
+    }
+    if (p.decode_n < 0) {
+        return fail(LLAMA_LOOP_ERR_INVALID, "decode=first:N needs N >= 0, got " + std::to_string(p.decode_n));
+    }
+    if ((p.start < 0) != (p.end < 0) || p.start < -1 || p.end < -1) {
+        return fail(LLAMA_LOOP_ERR_INVALID, "window " + std::to_string(p.start) + ":" + std::to_string(p.end) +
+                    " is invalid: give both ends (>= 0) or -1:-1 for the default window");
+    }
+    if (p.start > p.end) {
+        return fail(LLAMA_LOOP_ERR_INVALID, "window " + std::to_string(p.start) + ":" + std::to_string(p.end) +
+                    " has start > end");
+    }
+    return ok();
+}
+
+// The active recipe from LOOPCPP_LOOP or the model metadata, logged and applied to ctx.
+void apply_recipe(llama_context * ctx, const std::string & spec, const char * source) {
+    const llama_model & model = ctx->get_model();
+    llama_loop_params p;
+    if (llama_loop_parse(&model, spec.c_str(), &p) != LLAMA_LOOP_OK ||
+        llama_loop_set(ctx, &p) != LLAMA_LOOP_OK) {
+        throw std::runtime_error(std::string("loopcpp: invalid loop from ") + source + ": " + g_last_error);
+    }
+    char buf[256];
+    llama_loop_format(&ctx->get_cparams().loop.params, buf, sizeof(buf));
+    LLAMA_LOG_INFO("loopcpp: loop %s (from %s)\n", buf, source);
+}
+
+} // namespace
+
+//
+// internals used by the patched llama.cpp
+//
+
+llama_loop_params llama_loop_off_params() {
+    llama_loop_params p = llama_loop_default_params(nullptr);
+    p.n_steps = 1;
+    return p;
+}
+
+bool llama_loop_is_prompt(const llama_ubatch & ubatch) {
+    return ubatch.n_tokens > ubatch.n_seqs_unq;
+}
+
+void llama_loop_begin_ubatch(llama_loop_state & state, const llama_ubatch & ubatch) {
+    if (!state.active()) {
+        state.looped_now = false;
+        return;
+    }
+    if (llama_loop_is_prompt(ubatch)) {
+        state.looped_now = true;
+        state.n_decode = 0;
+        return;
+    }
+    switch (state.params.decode) {
+        case LLAMA_LOOP_DECODE_BYPASS:  state.looped_now = false; break;
+        case LLAMA_LOOP_DECODE_FULL:    state.looped_now = true;  break;
+        case LLAMA_LOOP_DECODE_FIRST_N: state.looped_now = state.n_decode < (uint32_t) state.params.decode_n; break;
+    }
+    state.n_decode++;
+}
+
+bool llama_loop_same_graph(const llama_loop_state & a, const llama_loop_state & b) {
+    if (a.active() != b.active() || a.looped_now != b.looped_now) {
+        return false;
+    }
+    if (!a.active()) {
+        return true;
+    }
+    const llama_loop_params & p = a.params;
+    const llama_loop_params & q = b.params;
+    return p.start == q.start && p.end == q.end && p.n_steps == q.n_steps && p.mode == q.mode &&
+           p.integrator == q.integrator && p.beta == q.beta && p.kv == q.kv &&
+           p.freeze_routing == q.freeze_routing;
+}
+
+uint32_t llama_loop_extra_nodes(const llama_loop_state & state, uint32_t base, uint32_t n_layer) {
+    if (!state.active() || n_layer == 0) {
+        return 0;
+    }
+    // per window layer: K evaluations plus one shadow/stash evaluation, each costing at most a
+    // layer's share of the base budget, plus integrator and cache-restore nodes
+    const uint64_t per_layer = base / n_layer + 16;
+    const uint64_t width     = state.params.end - state.params.start + 1;
+    const uint64_t extra     = width * (state.params.n_steps + 1) * per_layer + 16 * (uint64_t) state.params.n_steps;
+    return (uint32_t) std::min<uint64_t>(extra, UINT32_MAX / 2);
+}
+
+void llama_loop_init_context(llama_context * ctx) {
+    if (const char * env = std::getenv("LOOPCPP_LOOP")) {
+        if (*env) {
+            apply_recipe(ctx, env, "LOOPCPP_LOOP");
+        }
+        return;
+    }
+    const auto & kv = ctx->get_model().gguf_kv;
+    const auto it = kv.find("loopcpp.loop");
+    if (it != kv.end()) {
+        apply_recipe(ctx, it->second, "GGUF metadata loopcpp.loop");
+    }
+}
+
+//
+// public API
+//
+
+llama_loop_params llama_loop_default_params(const llama_model * model) {
+    llama_loop_params p;
+    p.start          = -1;
+    p.end            = -1;
+    p.n_steps        = 3;
+    p.mode           = LLAMA_LOOP_MODE_AUTO;
+    p.integrator     = LLAMA_LOOP_INTEGRATOR_RK;
+    p.beta           = 0.5f;
+    p.kv             = LLAMA_LOOP_KV_FIRST;
+    p.decode         = LLAMA_LOOP_DECODE_BYPASS;
+    p.decode_n       = 0;
+    p.freeze_routing = false;
+    if (model) {
+        resolve(*model, p);
+    }
+    return p;
+}
+
+int32_t llama_loop_parse(const llama_model * model, const char * spec, llama_loop_params * params) {
+    if (!spec || !params) {
+        return fail(LLAMA_LOOP_ERR_INVALID, "spec and params must not be NULL");
+    }
+    llama_loop_params p = llama_loop_default_params(nullptr);
+    const std::string s = spec;
+    std::vector<std::string> items;
+    size_t pos = 0;
+    while (true) {
+        const size_t comma = s.find(',', pos);
+        items.push_back(trim(s.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos)));
+        if (comma == std::string::npos) {
+            break;
+        }
+        pos = comma + 1;
+    }
+    const std::string prefix = "loop spec \"" + s + "\": ";
+    if (items[0].empty()) {
+        return fail(LLAMA_LOOP_ERR_INVALID, prefix + "empty window; expected S:ExK (e.g. 15:18x3), auto or off");
+    }
+    if (!parse_window(items[0], p)) {
+        return fail(LLAMA_LOOP_ERR_INVALID, prefix + "bad window \"" + items[0] +
+                    "\"; expected S:E or S:ExK (e.g. 15:18x3), auto, autoxK or off");
+    }
+    for (size_t i = 1; i < items.size(); ++i) {
+        if (!parse_option(items[i], p)) {
+            return fail(LLAMA_LOOP_ERR_INVALID, prefix + "bad option \"" + items[i] +
+                        "\"; expected block, layer, naive, euler, rk, beta=F, kv=first|last, "
+                        "decode=bypass|full|first:N or freeze");
+        }
+    }
+    if (check_values(p) != LLAMA_LOOP_OK) {
+        return fail(LLAMA_LOOP_ERR_INVALID, prefix + g_last_error);
+    }
+    if (model) {
+        resolve(*model, p);
+    }
+    *params = p;
+    return ok();
+}
+
+int32_t llama_loop_format(const llama_loop_params * p, char * buf, size_t size) {
+    std::string s;
+    if (p->n_steps <= 1) {
+        s = "off";
+    } else {
+        s = p->start < 0 ? std::string("auto") : std::to_string(p->start) + ":" + std::to_string(p->end);
+        s += "x" + std::to_string(p->n_steps);
+        if (p->mode != LLAMA_LOOP_MODE_AUTO) {
+            s += p->mode == LLAMA_LOOP_MODE_BLOCK ? ",block" : ",layer";
+        }
+        const char * integrators[] = { "naive", "euler", "rk" };
+        s += std::string(",") + integrators[p->integrator];
+        if (p->integrator == LLAMA_LOOP_INTEGRATOR_RK) {
+            char b[32];
+            snprintf(b, sizeof(b), ",beta=%g", p->beta);
+            s += b;
+        }
+        s += p->kv == LLAMA_LOOP_KV_FIRST ? ",kv=first" : ",kv=last";
+        switch (p->decode) {
+            case LLAMA_LOOP_DECODE_BYPASS:  s += ",decode=bypass"; break;
+            case LLAMA_LOOP_DECODE_FULL:    s += ",decode=full";   break;
+            case LLAMA_LOOP_DECODE_FIRST_N: s += ",decode=first:" + std::to_string(p->decode_n); break;
+        }
+        if (p->freeze_routing) {
+            s += ",freeze";
+        }
+    }
+    if (buf && size > 0) {
+        snprintf(buf, size, "%s", s.c_str());
+    }
+    return (int32_t) s.size();
+}
+
+bool llama_loop_arch_supported(const llama_model * model) {
+    switch (model->arch) {
+        case LLM_ARCH_LLAMA:
+        case LLM_ARCH_QWEN2:
+        case LLM_ARCH_QWEN3:
+        case LLM_ARCH_QWEN3MOE:
+        case LLM_ARCH_GEMMA3:
+            return true;
+        default:
+            return false;
+    }
+}
+
+int32_t llama_loop_validate(const llama_model * model, const llama_loop_params * params) {
+    if (!model || !params) {
+        return fail(LLAMA_LOOP_ERR_INVALID, "model and params must not be NULL");
+    }
+    if (check_values(*params) != LLAMA_LOOP_OK) {
+        return LLAMA_LOOP_ERR_INVALID;
+    }
+    if (params->n_steps == 1) {
+        return ok(); // off is valid for every model
+    }
+    if (!llama_loop_arch_supported(model)) {
+        return fail(LLAMA_LOOP_ERR_UNSUPPORTED, std::string("architecture '") + llm_arch_name(model->arch) +
+                    "' has no loop-capable graph builder (supported: llama, qwen2, qwen3, qwen3moe, gemma3)");
+    }
+    const int32_t n = n_layer_of(*model);
+    if (params->start >= 0 && params->end >= n) {
+        return fail(LLAMA_LOOP_ERR_INVALID, "window " + std::to_string(params->start) + ":" + std::to_string(params->end) +
+                    " is outside the model: layers are 0.." + std::to_string(n - 1));
+    }
+    return ok();
+}
+
+int32_t llama_loop_set(llama_context * ctx, const llama_loop_params * params) {
+    if (!ctx || !params) {
+        return fail(LLAMA_LOOP_ERR_INVALID, "ctx and params must not be NULL");
+    }
+    const llama_model & model = ctx->get_model();
+    const int32_t rc = llama_loop_validate(&model, params);
+    if (rc != LLAMA_LOOP_OK) {
+        return rc;
+    }
+    llama_loop_params p = *params;
+    if (p.n_steps > 1) {
+        if (ctx->get_cparams().training) {
+            return fail(LLAMA_LOOP_ERR_UNSUPPORTED, "looping is not available while training");
+        }
+        llama_memory_t mem = ctx->get_memory();
+        if (mem && !dynamic_cast<llama_kv_cache *>(mem) && !dynamic_cast<llama_kv_cache_iswa *>(mem)) {
+            return fail(LLAMA_LOOP_ERR_UNSUPPORTED, "looping needs a plain KV cache; recurrent and hybrid memory are not supported");
+        }
+        resolve(model, p);
+    } else {
+        p = llama_loop_off_params();
+    }
+    llama_loop_state state;
+    state.params     = p;
+    state.looped_now = p.decode != LLAMA_LOOP_DECODE_BYPASS; // reserve a looped decode graph if one can occur
+    ctx->set_loop(state);
+    return ok();
+}
+
+int32_t llama_loop_get(const llama_context * ctx, llama_loop_params * params) {
+    const llama_loop_state & state = ctx->get_cparams().loop;
+    if (params) {
+        *params = state.params;
+    }
+    return state.active() ? 1 : 0;
+}
+
+void llama_loop_clear(llama_context * ctx) {
+    llama_loop_params off = llama_loop_off_params();
+    llama_loop_set(ctx, &off);
+}
+
+const char * llama_loop_last_error(void) { return g_last_error.c_str(); }
+
+const char * llama_loop_version(void) { return LOOPCPP_VERSION; }
+
+const char * llama_loop_llama_commit(void) { return LOOPCPP_LLAMA_COMMIT; }
+
+int32_t llama_loop_api_version(void) { return LLAMA_LOOP_API_VERSION; }

@@ -1,0 +1,19 @@
+"""loopcpp: training-free looped transformers for llama.cpp.
+
+Re-runs a mid-depth window of layers K times with damped residual sub-steps (Euler or anchored
+Runge-Kutta), inside llama.cpp's graph, on quantized GGUF models.
+"""
+
+__version__ = "0.1.0"
+
+from .errors import (  # noqa: E402
+    ContextError, ContextFullError, DecodeError, LibraryError, LoopConfigError, LoopcppError, ModelLoadError,
+)
+from .loop import LoopConfig  # noqa: E402
+from .model import Model  # noqa: E402
+from .context import Context, Sampling, Token  # noqa: E402
+
+__all__ = [
+    "Context", "ContextError", "ContextFullError", "DecodeError", "LibraryError", "LoopConfig",
+    "LoopConfigError", "LoopcppError", "Model", "ModelLoadError", "Sampling", "Token", "__version__",
+]

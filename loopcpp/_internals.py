@@ -1,0 +1,291 @@
+"""Thin owners of native objects. Only this module (and loop.py) talk to the C library.
+
+Each owner frees its object exactly once: on close(), on leaving a `with` block, or when it is
+garbage-collected. Owners above this layer never see a pointer.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ._lib import ffi, lib, log, last_loop_error
+from .errors import ContextError, DecodeError, LoopConfigError, ModelLoadError
+
+ROPE_NONE = -1
+
+
+class _Owner:
+    _ptr = ffi.NULL
+
+    def _free(self, ptr) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def close(self) -> None:
+        ptr, self._ptr = self._ptr, ffi.NULL
+        if ptr != ffi.NULL:
+            self._free(ptr)
+
+    @property
+    def closed(self) -> bool:
+        return self._ptr == ffi.NULL
+
+    def _check_open(self) -> None:
+        if self._ptr == ffi.NULL:
+            raise ValueError(f"{type(self).__name__} is closed")
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class ModelHandle(_Owner):
+    def __init__(self, path: str, n_gpu_layers: int, use_mmap: bool, vocab_only: bool) -> None:
+        if not os.path.isfile(path):
+            raise ModelLoadError(f"model file not found: {path}")
+        params = lib.llama_model_default_params()
+        params.n_gpu_layers = n_gpu_layers
+        params.vocab_only = vocab_only
+        if not use_mmap:
+            params.load_mode = 0  # LLAMA_LOAD_MODE_NONE: read into memory
+        log.clear()
+        ptr = lib.llama_model_load_from_file(os.fsencode(path), params)
+        if ptr == ffi.NULL:
+            reason = log.recent_errors() or "llama.cpp could not load it"
+            raise ModelLoadError(f"could not load model {path}: {reason}")
+        self._ptr = ptr
+        self.vocab = lib.llama_model_get_vocab(ptr)
+
+    def _free(self, ptr) -> None:
+        lib.llama_model_free(ptr)
+
+    # metadata
+    def n_layer(self) -> int: return lib.llama_model_n_layer(self._ptr)
+    def n_embd(self) -> int: return lib.llama_model_n_embd(self._ptr)
+    def n_head(self) -> int: return lib.llama_model_n_head(self._ptr)
+    def n_head_kv(self) -> int: return lib.llama_model_n_head_kv(self._ptr)
+    def n_ctx_train(self) -> int: return lib.llama_model_n_ctx_train(self._ptr)
+    def n_swa(self) -> int: return lib.llama_model_n_swa(self._ptr)
+    def n_vocab(self) -> int: return lib.llama_vocab_n_tokens(self.vocab)
+    def size(self) -> int: return lib.llama_model_size(self._ptr)
+    def n_params(self) -> int: return lib.llama_model_n_params(self._ptr)
+    def bos(self) -> int: return lib.llama_vocab_bos(self.vocab)
+    def eos(self) -> int: return lib.llama_vocab_eos(self.vocab)
+    def add_bos(self) -> bool: return bool(lib.llama_vocab_get_add_bos(self.vocab))
+    def is_eog(self, token: int) -> bool: return bool(lib.llama_vocab_is_eog(self.vocab, token))
+    def loop_supported(self) -> bool: return bool(lib.llama_loop_arch_supported(self._ptr))
+
+    def desc(self) -> str:
+        buf = ffi.new("char[]", 256)
+        lib.llama_model_desc(self._ptr, buf, 256)
+        return ffi.string(buf).decode(errors="replace")
+
+    def metadata(self) -> dict[str, str]:
+        out = {}
+        key = ffi.new("char[]", 256)
+        for i in range(lib.llama_model_meta_count(self._ptr)):
+            lib.llama_model_meta_key_by_index(self._ptr, i, key, 256)
+            n = lib.llama_model_meta_val_str_by_index(self._ptr, i, ffi.NULL, 0)
+            val = ffi.new("char[]", max(n, 0) + 1)
+            lib.llama_model_meta_val_str_by_index(self._ptr, i, val, max(n, 0) + 1)
+            out[ffi.string(key).decode(errors="replace")] = ffi.string(val).decode(errors="replace")
+        return out
+
+    def chat_template(self) -> Optional[str]:
+        t = lib.llama_model_chat_template(self._ptr, ffi.NULL)
+        return None if t == ffi.NULL else ffi.string(t).decode(errors="replace")
+
+    def tokenize(self, text: bytes, add_special: bool, parse_special: bool) -> list[int]:
+        n_max = len(text) + 8
+        buf = ffi.new("llama_token[]", n_max)
+        n = lib.llama_tokenize(self.vocab, text, len(text), buf, n_max, add_special, parse_special)
+        if n < 0:
+            n_max = -n
+            buf = ffi.new("llama_token[]", n_max)
+            n = lib.llama_tokenize(self.vocab, text, len(text), buf, n_max, add_special, parse_special)
+        if n < 0:
+            raise ValueError("tokenization failed")
+        return list(ffi.unpack(buf, n))
+
+    def token_to_piece(self, token: int, special: bool) -> bytes:
+        buf = ffi.new("char[]", 64)
+        n = lib.llama_token_to_piece(self.vocab, token, buf, 64, 0, special)
+        if n < 0:
+            buf = ffi.new("char[]", -n)
+            n = lib.llama_token_to_piece(self.vocab, token, buf, -n, 0, special)
+        return ffi.unpack(buf, n)
+
+    def detokenize(self, tokens: Sequence[int], remove_special: bool, unparse_special: bool) -> bytes:
+        arr = ffi.new("llama_token[]", list(tokens))
+        cap = 8 * len(tokens) + 16
+        buf = ffi.new("char[]", cap)
+        n = lib.llama_detokenize(self.vocab, arr, len(tokens), buf, cap, remove_special, unparse_special)
+        if n < 0:
+            cap = -n
+            buf = ffi.new("char[]", cap)
+            n = lib.llama_detokenize(self.vocab, arr, len(tokens), buf, cap, remove_special, unparse_special)
+        return ffi.unpack(buf, n)
+
+    def default_loop(self):
+        return lib.llama_loop_default_params(self._ptr)
+
+
+def apply_chat_template(template: str, messages: Sequence[dict], add_assistant: bool) -> str:
+    keep = []  # the C strings must outlive the call
+    chat = ffi.new("struct llama_chat_message[]", len(messages))
+    for i, m in enumerate(messages):
+        role = ffi.new("char[]", str(m["role"]).encode())
+        content = ffi.new("char[]", str(m["content"]).encode())
+        keep += [role, content]
+        chat[i].role, chat[i].content = role, content
+    tmpl = template.encode()
+    cap = 4096 + sum(len(str(m["content"])) * 2 for m in messages)
+    buf = ffi.new("char[]", cap)
+    n = lib.llama_chat_apply_template(tmpl, chat, len(messages), add_assistant, buf, cap)
+    if n > cap:
+        buf = ffi.new("char[]", n)
+        n = lib.llama_chat_apply_template(tmpl, chat, len(messages), add_assistant, buf, n)
+    if n < 0:
+        raise ValueError("the model's chat template is not supported by llama.cpp's template engine")
+    return ffi.unpack(buf, n).decode("utf-8", errors="replace")
+
+
+class ContextHandle(_Owner):
+    def __init__(self, model: ModelHandle, n_ctx: int, n_batch: int, n_ubatch: int, n_threads: int,
+                 n_threads_batch: int, type_k: Optional[int], type_v: Optional[int],
+                 flash_attn: Optional[bool], seed_embeddings: bool = False) -> None:
+        params = lib.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = n_batch
+        params.n_ubatch = n_ubatch
+        params.n_threads = n_threads
+        params.n_threads_batch = n_threads_batch
+        params.embeddings = seed_embeddings
+        if type_k is not None:
+            params.type_k = type_k
+        if type_v is not None:
+            params.type_v = type_v
+        if flash_attn is not None:
+            params.flash_attn_type = 1 if flash_attn else 0  # LLAMA_FLASH_ATTN_TYPE_ENABLED / DISABLED
+        log.clear()
+        ptr = lib.llama_init_from_model(model._ptr, params)
+        if ptr == ffi.NULL:
+            reason = last_loop_error() or log.recent_errors() or "llama.cpp refused the parameters"
+            raise ContextError(f"could not create a context: {reason}")
+        self._ptr = ptr
+        self.model = model  # the model must outlive its contexts
+        self.n_ctx = lib.llama_n_ctx(ptr)
+        self.n_batch = lib.llama_n_batch(ptr)
+        self.n_ubatch = lib.llama_n_ubatch(ptr)
+        self.n_vocab = model.n_vocab()
+        self._batch = lib.llama_batch_init(self.n_batch, 0, 1)
+
+    def _free(self, ptr) -> None:
+        lib.llama_batch_free(self._batch)
+        lib.llama_free(ptr)
+
+    def set_threads(self, n_threads: int, n_threads_batch: int) -> None:
+        lib.llama_set_n_threads(self._ptr, n_threads, n_threads_batch)
+
+    def decode(self, tokens: Sequence[int], pos0: int, want: str) -> Optional[np.ndarray]:
+        """Evaluates tokens at positions pos0..; returns logits for "all", "last" or "none"."""
+        self._check_open()
+        out = [] if want == "all" else None
+        n = len(tokens)
+        for start in range(0, n, self.n_batch):
+            chunk = tokens[start:start + self.n_batch]
+            b = self._batch
+            b.n_tokens = len(chunk)
+            for i, t in enumerate(chunk):
+                b.token[i] = t
+                b.pos[i] = pos0 + start + i
+                b.n_seq_id[i] = 1
+                b.seq_id[i][0] = 0
+                last = start + i == n - 1
+                b.logits[i] = 1 if (want == "all" or (want == "last" and last)) else 0
+            rc = lib.llama_decode(self._ptr, b)
+            if rc != 0:
+                raise DecodeError(_decode_error(rc))
+            if want == "all":
+                out.append(self._logits_rows(len(chunk)))
+        if want == "all":
+            return np.concatenate(out, axis=0)
+        if want == "last":
+            return self._logits_rows(1, last_only=True)[0]
+        return None
+
+    def _logits_rows(self, n: int, last_only: bool = False) -> np.ndarray:
+        rows = np.empty((n, self.n_vocab), dtype=np.float32)
+        for r in range(n):
+            idx = -1 if last_only else r
+            p = lib.llama_get_logits_ith(self._ptr, idx)
+            if p == ffi.NULL:
+                raise DecodeError("llama.cpp returned no logits for this position")
+            rows[r] = np.frombuffer(ffi.buffer(p, 4 * self.n_vocab), dtype=np.float32)
+        return rows
+
+    def memory_clear(self) -> None:
+        lib.llama_memory_clear(lib.llama_get_memory(self._ptr), True)
+
+    def seq_rm(self, p0: int) -> bool:
+        return bool(lib.llama_memory_seq_rm(lib.llama_get_memory(self._ptr), 0, p0, -1))
+
+    def pos_max(self) -> int:
+        return lib.llama_memory_seq_pos_max(lib.llama_get_memory(self._ptr), 0)
+
+    def state(self) -> bytes:
+        n = lib.llama_state_seq_get_size(self._ptr, 0)
+        buf = ffi.new("uint8_t[]", n)
+        n = lib.llama_state_seq_get_data(self._ptr, buf, n, 0)
+        return bytes(ffi.buffer(buf, n))
+
+    def loop_set(self, params) -> None:
+        if lib.llama_loop_set(self._ptr, params) != 0:
+            raise LoopConfigError(last_loop_error())
+
+    def loop_get(self):
+        p = ffi.new("struct llama_loop_params *")
+        lib.llama_loop_get(self._ptr, p)
+        return p[0]
+
+    def sample(self, sampler: "SamplerHandle") -> int:
+        return lib.llama_sampler_sample(sampler._ptr, self._ptr, -1)
+
+
+def _decode_error(rc: int) -> str:
+    reasons = {
+        1: "no KV cache slot for the batch (the context is full: use a larger n_ctx)",
+        2: "decoding was aborted",
+        -1: "invalid input batch (token id out of range or bad positions)",
+    }
+    detail = log.recent_errors()
+    return f"llama_decode returned {rc}: {reasons.get(rc, 'compute failed')}" + (f" [{detail}]" if detail else "")
+
+
+class SamplerHandle(_Owner):
+    """A llama.cpp sampler chain: greedy when temperature <= 0, else top-k, top-p, min-p, temp, dist."""
+
+    def __init__(self, temperature: float, top_k: int, top_p: float, min_p: float, seed: int) -> None:
+        ptr = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
+        if temperature <= 0:
+            lib.llama_sampler_chain_add(ptr, lib.llama_sampler_init_greedy())
+        else:
+            if top_k > 0:
+                lib.llama_sampler_chain_add(ptr, lib.llama_sampler_init_top_k(top_k))
+            if top_p < 1.0:
+                lib.llama_sampler_chain_add(ptr, lib.llama_sampler_init_top_p(top_p, 1))
+            if min_p > 0.0:
+                lib.llama_sampler_chain_add(ptr, lib.llama_sampler_init_min_p(min_p, 1))
+            lib.llama_sampler_chain_add(ptr, lib.llama_sampler_init_temp(temperature))
+            lib.llama_sampler_chain_add(ptr, lib.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+        self._ptr = ptr
+
+    def _free(self, ptr) -> None:
+        lib.llama_sampler_free(ptr)
+
+    def accept(self, token: int) -> None:
+        lib.llama_sampler_accept(self._ptr, token)

@@ -1,0 +1,117 @@
+"""Loads the native library (ABI-mode cffi: no compiler at import) and routes its log.
+
+The library is the libllama built with loopcpp's patch, installed in loopcpp/lib. LOOPCPP_LIB_PATH
+points at another directory holding it. The version check refuses a library that was built from
+another loopcpp version or llama.cpp commit.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import sys
+import threading
+from pathlib import Path
+
+from cffi import FFI
+
+from . import __version__
+from ._cdefs import CDEF
+from .errors import LibraryError
+
+LLAMA_COMMIT = "0c1e57098"
+LOOP_API_VERSION = 1
+
+ffi = FFI()
+ffi.cdef(CDEF)
+
+GGML_LOG_LEVEL_WARN = 3
+GGML_LOG_LEVEL_ERROR = 4
+GGML_LOG_LEVEL_CONT = 5
+
+
+def _library_path() -> Path:
+    names = {"darwin": "libllama.dylib", "win32": "llama.dll"}
+    name = names.get(sys.platform, "libllama.so")
+    directory = os.environ.get("LOOPCPP_LIB_PATH") or Path(__file__).parent / "lib"
+    path = Path(directory) / name
+    if not path.exists():
+        raise LibraryError(
+            f"native library {path} not found: reinstall loopcpp with `pip install .` "
+            "(it builds llama.cpp), or point LOOPCPP_LIB_PATH at the directory that holds it"
+        )
+    return path
+
+
+def _open():
+    path = _library_path()
+    try:
+        lib = ffi.dlopen(str(path))
+    except OSError as e:
+        raise LibraryError(f"could not load {path}: {e}") from e
+    try:
+        version = ffi.string(lib.llama_loop_version()).decode()
+        commit = ffi.string(lib.llama_loop_llama_commit()).decode()
+        api = lib.llama_loop_api_version()
+    except AttributeError as e:
+        raise LibraryError(f"{path} is a libllama without loopcpp's loop API; reinstall loopcpp") from e
+    if (version, commit, api) != (__version__, LLAMA_COMMIT, LOOP_API_VERSION):
+        raise LibraryError(
+            f"{path} is loopcpp {version} (llama.cpp {commit}, loop API {api}) but the Python package "
+            f"is loopcpp {__version__} (llama.cpp {LLAMA_COMMIT}, loop API {LOOP_API_VERSION}); reinstall loopcpp"
+        )
+    return lib
+
+
+class _Log:
+    """Keeps llama.cpp's recent log lines (for error messages) and prints those at or above a level."""
+
+    def __init__(self) -> None:
+        self.lines: collections.deque[str] = collections.deque(maxlen=64)
+        self.level = int(os.environ.get("LOOPCPP_LOG_LEVEL", GGML_LOG_LEVEL_ERROR + 1))
+        self._lock = threading.Lock()
+        self._partial = ""
+        self._last_level = 0
+
+    def write(self, level: int, text: str) -> None:
+        if level == GGML_LOG_LEVEL_CONT:
+            level = self._last_level
+        self._last_level = level
+        with self._lock:
+            self._partial += text
+            while "\n" in self._partial:
+                line, self._partial = self._partial.split("\n", 1)
+                self.lines.append(line)
+        if level >= self.level:
+            sys.stderr.write(text)
+
+    def recent_errors(self, n: int = 3) -> str:
+        """The last few lines that look like reasons, for exception messages."""
+        with self._lock:
+            lines = [l.strip() for l in self.lines if l.strip()]
+        picked = [l for l in lines if "error" in l.lower() or "failed" in l.lower() or "unsupported" in l.lower()]
+        return "; ".join((picked or lines)[-n:])
+
+    def clear(self) -> None:
+        with self._lock:
+            self.lines.clear()
+
+
+lib = _open()
+log = _Log()
+
+
+@ffi.callback("void(int, const char *, void *)")
+def _log_callback(level, text, _user_data):  # pragma: no cover - called from C
+    try:
+        log.write(level, ffi.string(text).decode("utf-8", errors="replace"))
+    except Exception:
+        pass
+
+
+lib.llama_log_set(_log_callback, ffi.NULL)
+lib.llama_backend_init()
+
+
+def last_loop_error() -> str:
+    return ffi.string(lib.llama_loop_last_error()).decode()

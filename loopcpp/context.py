@@ -1,0 +1,281 @@
+"""Context: evaluation, streaming generation and chat on one llama.cpp context."""
+
+from __future__ import annotations
+
+import codecs
+import os
+import random
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterator, Optional, Sequence, Union
+
+import numpy as np
+
+from ._internals import ContextHandle, SamplerHandle
+from .errors import ContextFullError, LoopConfigError
+from .loop import LoopConfig, LoopLike, as_loop_config
+
+if TYPE_CHECKING:
+    from .model import Model
+
+GGML_TYPES = {"f32": 0, "f16": 1, "q8_0": 8, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "bf16": 30}
+
+
+@dataclass(frozen=True)
+class Token:
+    """One generated token: its id and the text it completes (may be "" inside a UTF-8 sequence)."""
+
+    id: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """llama.cpp's sampler chain parameters; temperature <= 0 is greedy."""
+
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    seed: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if not self.temperature >= 0:
+            raise ValueError(f"temperature={self.temperature!r} must be >= 0")
+        if not isinstance(self.top_k, int) or self.top_k < 0:
+            raise ValueError(f"top_k={self.top_k!r} must be an int >= 0 (0 = off)")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p={self.top_p!r} must be in (0, 1]")
+        if not 0.0 <= self.min_p <= 1.0:
+            raise ValueError(f"min_p={self.min_p!r} must be in [0, 1]")
+
+
+def _cpu_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+class Context:
+    """A llama.cpp context (KV cache + compute) on a Model, with an optional loop.
+
+    loop: None leaves the loop to LOOPCPP_LOOP / the model's loopcpp.loop metadata; a LoopConfig,
+    a spec string ("15:18x3", "auto", "off") or a dict sets it (and wins over both).
+    type_k / type_v: KV cache types ("f16" default, "f32" for exact comparisons).
+    """
+
+    def __init__(self, model: "Model", n_ctx: int = 2048, n_batch: int = 512, n_ubatch: int = 512,
+                 n_threads: Optional[int] = None, n_threads_batch: Optional[int] = None,
+                 type_k: Optional[str] = None, type_v: Optional[str] = None,
+                 flash_attn: Optional[bool] = None, loop: LoopLike = None) -> None:
+        for name, v in (("n_ctx", n_ctx), ("n_batch", n_batch), ("n_ubatch", n_ubatch)):
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name}={v!r} must be a positive int")
+        for name, v in (("type_k", type_k), ("type_v", type_v)):
+            if v is not None and v not in GGML_TYPES:
+                raise ValueError(f"{name}={v!r} is not one of {', '.join(GGML_TYPES)}")
+        loop_cfg = as_loop_config(loop)  # validate before any native work
+        threads = n_threads or _cpu_threads()
+        self.model = model
+        self._h = ContextHandle(
+            model._h, n_ctx, n_batch, min(n_ubatch, n_batch), threads, n_threads_batch or threads,
+            GGML_TYPES.get(type_k) if type_k else None, GGML_TYPES.get(type_v) if type_v else None,
+            flash_attn,
+        )
+        self.n_ctx: int = self._h.n_ctx
+        self.n_batch: int = self._h.n_batch
+        self.n_ubatch: int = self._h.n_ubatch
+        self.tokens: list[int] = []  # what the KV cache holds, in order
+        self.finish_reason: Optional[str] = None
+        if loop_cfg is not None:
+            self.set_loop(loop_cfg)
+
+    # --- loop --------------------------------------------------------------------------------
+    @property
+    def loop(self) -> LoopConfig:
+        """The active loop, resolved for this model (LoopConfig.off() when looping is off)."""
+        return LoopConfig.from_c(self._h.loop_get())
+
+    def set_loop(self, loop: LoopLike, clear: bool = True) -> None:
+        """Sets the loop ("off" or None turns it off).
+
+        clear=True (default) empties the KV cache so later results do not depend on what was
+        evaluated under the previous loop; clear=False keeps the cached tokens with the K/V they
+        were stored with (with kv=first those equal the unlooped model's).
+        """
+        cfg = as_loop_config(loop) or LoopConfig.off()
+        if cfg.enabled and not self.model.loop_supported:
+            raise LoopConfigError(
+                f"architecture '{self.model.arch}' cannot loop yet (supported: llama, qwen2, qwen3, qwen3moe, gemma3)"
+            )
+        self._h.loop_set(cfg.to_c())
+        if clear:
+            self.reset()
+
+    # --- evaluation --------------------------------------------------------------------------
+    @property
+    def n_past(self) -> int:
+        return len(self.tokens)
+
+    def reset(self) -> None:
+        """Empties the KV cache."""
+        self._h.memory_clear()
+        self.tokens = []
+
+    def eval(self, tokens: Sequence[int], logits: str = "last") -> Optional[np.ndarray]:
+        """Appends tokens to the cache; returns logits for "last" (n_vocab,), "all" (n, n_vocab) or "none"."""
+        if logits not in ("last", "all", "none"):
+            raise ValueError(f"logits={logits!r} must be 'last', 'all' or 'none'")
+        tokens = list(tokens)
+        if not tokens:
+            raise ValueError("eval() needs at least one token")
+        self.model._check_tokens(tokens)
+        if self.n_past + len(tokens) > self.n_ctx:
+            raise ContextFullError(
+                f"{len(tokens)} tokens do not fit: {self.n_past} of {self.n_ctx} context positions are used "
+                "(create the context with a larger n_ctx, or reset())"
+            )
+        try:
+            out = self._h.decode(tokens, self.n_past, logits)
+            self.tokens += tokens
+        finally:
+            self._sync()
+        return out
+
+    def _sync(self) -> None:
+        """Makes self.tokens agree with the cache after an error or interruption."""
+        n_cache = self._h.pos_max() + 1
+        if n_cache < len(self.tokens):
+            self.tokens = self.tokens[:n_cache]
+        elif n_cache > len(self.tokens) and not self._h.seq_rm(len(self.tokens)):
+            self.reset()
+
+    def _prefill(self, prompt: list[int]) -> np.ndarray:
+        """Evaluates prompt, reusing the cached common prefix; returns the last logits."""
+        n = 0
+        for a, b in zip(self.tokens, prompt):
+            if a != b:
+                break
+            n += 1
+        n = min(n, len(prompt) - 1)  # re-evaluate at least one token to get its logits
+        if n < len(self.tokens):
+            if not self._h.seq_rm(n):
+                self.reset()
+                n = 0
+            self.tokens = self.tokens[:n]
+        return self.eval(prompt[n:], logits="last")
+
+    def perplexity(self, tokens: Sequence[int]) -> float:
+        """Perplexity of tokens[1:] given their prefixes, evaluated from an empty cache."""
+        tokens = list(tokens)
+        if len(tokens) < 2:
+            raise ValueError("perplexity needs at least two tokens")
+        self.reset()
+        logits = self.eval(tokens, logits="all").astype(np.float64)
+        logits -= logits.max(axis=1, keepdims=True)
+        logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        nll = -logp[np.arange(len(tokens) - 1), tokens[1:]]
+        return float(np.exp(nll.mean()))
+
+    # --- generation --------------------------------------------------------------------------
+    def generate(self, prompt: Union[str, Sequence[int]], max_tokens: int = 256,
+                 stop: Sequence[str] = (), add_special: bool = True, parse_special: bool = True,
+                 sampling: Optional[Sampling] = None, **sampling_kw) -> Iterator[Token]:
+        """Streams tokens after prompt until an end-of-generation token, a stop string, max_tokens
+        or the end of the context; finish_reason says which ("eog", "stop", "length", "context")."""
+        sampling = sampling or Sampling(**sampling_kw)
+        if not isinstance(max_tokens, int) or max_tokens < 0:
+            raise ValueError(f"max_tokens={max_tokens!r} must be an int >= 0")
+        prompt_tokens = (self.model.tokenize(prompt, add_special, parse_special)
+                         if isinstance(prompt, str) else list(prompt))
+        if not prompt_tokens:
+            raise ValueError("the prompt is empty")
+        if len(prompt_tokens) > self.n_ctx:
+            raise ContextFullError(f"the prompt has {len(prompt_tokens)} tokens but the context holds {self.n_ctx}")
+        return self._stream(prompt_tokens, max_tokens, list(stop), sampling)
+
+    def _stream(self, prompt: list[int], max_tokens: int, stop: list[str], sampling: Sampling) -> Iterator[Token]:
+        seed = sampling.seed if sampling.seed is not None else random.getrandbits(32)
+        sampler = SamplerHandle(sampling.temperature, sampling.top_k, sampling.top_p, sampling.min_p, seed)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.finish_reason = None
+        held = ""  # text held back because it may begin a stop string
+        try:
+            self._prefill(prompt)
+            for _ in range(max_tokens):
+                token = self._h.sample(sampler)
+                if self.model.is_eog(token):
+                    self.finish_reason = "eog"
+                    break
+                text = held + decoder.decode(self.model.token_to_piece(token))
+                cut = _find_stop(text, stop)
+                if cut is not None:
+                    self.finish_reason = "stop"
+                    if cut:
+                        yield Token(token, text[:cut])
+                    break
+                keep = _stop_prefix_len(text, stop)
+                held = text[len(text) - keep:] if keep else ""
+                yield Token(token, text[:len(text) - keep])
+                if self.n_past + 1 > self.n_ctx:
+                    self.finish_reason = "context"
+                    break
+                self.eval([token], logits="none")
+            else:
+                self.finish_reason = "length"
+            if held and self.finish_reason != "stop":
+                yield Token(-1, held)
+        finally:
+            sampler.close()
+
+    def complete(self, prompt: Union[str, Sequence[int]], **kw) -> str:
+        """The whole completion of prompt as one string (see generate for the parameters)."""
+        return "".join(t.text for t in self.generate(prompt, **kw))
+
+    def chat(self, messages: Sequence[dict], stream: bool = False, **kw) -> Union[str, Iterator[str]]:
+        """Replies to messages ([{"role": "user", "content": ...}]) using the model's chat template.
+        The cached prefix of the previous turn is reused."""
+        text = self.model.apply_chat_template(messages, add_assistant=True)
+        tokens = self.model.tokenize(text, add_special=self._needs_bos(text), parse_special=True)
+        pieces = (t.text for t in self.generate(tokens, **kw))
+        return pieces if stream else "".join(pieces)
+
+    def _needs_bos(self, text: str) -> bool:
+        if not self.model._h.add_bos():
+            return False
+        bos_text = self.model.token_to_piece(self.model.bos, special=True).decode(errors="replace")
+        return not (bos_text and text.startswith(bos_text))
+
+    # --- lifetime ----------------------------------------------------------------------------
+    def close(self) -> None:
+        self._h.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._h.closed
+
+    def __enter__(self) -> "Context":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def kv_state(self) -> bytes:
+        """The serialized cache of sequence 0 (llama_state_seq_get_data), for comparisons."""
+        return self._h.state()
+
+
+def _find_stop(text: str, stop: list[str]) -> Optional[int]:
+    hits = [text.find(s) for s in stop if s and s in text]
+    return min(hits) if hits else None
+
+
+def _stop_prefix_len(text: str, stop: list[str]) -> int:
+    """Length of the longest suffix of text that is a proper prefix of a stop string."""
+    best = 0
+    for s in stop:
+        for k in range(min(len(s) - 1, len(text)), best, -1):
+            if text.endswith(s[:k]):
+                best = k
+                break
+    return best

@@ -1,0 +1,147 @@
+"""Tiny random-weight GGUF models (f32) of every loop-capable architecture, written with `gguf`.
+
+Weights are scaled so that each layer changes the residual stream strongly (a layer's update is
+of the order of its input): a wrong integrator, cache policy or routing freeze moves the logits
+far beyond the reference tolerance. Every model is deterministic in its seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ARCHS = ("llama", "qwen2", "qwen3", "qwen3moe", "gemma3")
+
+
+@dataclass(frozen=True)
+class TinySpec:
+    arch: str
+    n_layer: int = 6
+    n_embd: int = 64
+    n_head: int = 4
+    n_head_kv: int = 2
+    head_dim: int = 16
+    n_ff: int = 96
+    n_vocab: int = 288  # 3 control + 256 byte + 29 filler tokens
+    n_ctx: int = 256
+    n_expert: int = 4
+    n_expert_used: int = 2
+    rope_base: float = 10000.0
+    rope_base_swa: float = 10000.0
+    n_swa: int = 5
+    swa_pattern: int = 3  # gemma3: layers with il % 3 < 2 slide, every third is global
+    eps: float = 1e-6
+    seed: int = 0
+
+
+def _vocab(n_vocab: int):
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]
+    tokens += [f"tok{i}" for i in range(n_vocab - len(tokens))]
+    types = [2, 3, 3] + [6] * 256 + [1] * (n_vocab - 259)  # unknown, control, byte, normal
+    scores = [0.0] * 259 + [-float(i) for i in range(n_vocab - 259)]
+    return tokens, scores, types
+
+
+def tensors(spec: TinySpec) -> dict[str, np.ndarray]:
+    """The model's weights in numpy layout (rows = output features), keyed by GGUF tensor name."""
+    rng = np.random.default_rng(spec.seed)
+    E, H, KV, D, F, V = spec.n_embd, spec.n_head, spec.n_head_kv, spec.head_dim, spec.n_ff, spec.n_vocab
+
+    def mat(out_dim, in_dim, gain=1.0):
+        return (rng.standard_normal((out_dim, in_dim)) * gain / np.sqrt(in_dim)).astype(np.float32)
+
+    def norm(n):
+        return (1.0 + 0.2 * rng.standard_normal(n)).astype(np.float32)
+
+    t = {
+        "token_embd.weight": rng.standard_normal((V, E)).astype(np.float32),
+        "output_norm.weight": norm(E),
+        "output.weight": mat(V, E),
+    }
+    for il in range(spec.n_layer):
+        p = f"blk.{il}."
+        t[p + "attn_norm.weight"] = norm(E)
+        t[p + "attn_q.weight"] = mat(H * D, E, 2.0)
+        t[p + "attn_k.weight"] = mat(KV * D, E, 2.0)
+        t[p + "attn_v.weight"] = mat(KV * D, E)
+        t[p + "attn_output.weight"] = mat(E, H * D)
+        t[p + "ffn_norm.weight"] = norm(E)
+        if spec.arch == "qwen2":
+            t[p + "attn_q.bias"] = (0.5 * rng.standard_normal(H * D)).astype(np.float32)
+            t[p + "attn_k.bias"] = (0.5 * rng.standard_normal(KV * D)).astype(np.float32)
+            t[p + "attn_v.bias"] = (0.5 * rng.standard_normal(KV * D)).astype(np.float32)
+        if spec.arch in ("qwen3", "qwen3moe", "gemma3"):
+            t[p + "attn_q_norm.weight"] = norm(D)
+            t[p + "attn_k_norm.weight"] = norm(D)
+        if spec.arch == "gemma3":
+            t[p + "post_attention_norm.weight"] = norm(E)
+            t[p + "post_ffw_norm.weight"] = norm(E)
+        if spec.arch == "qwen3moe":
+            X = spec.n_expert
+            t[p + "ffn_gate_inp.weight"] = mat(X, E, 3.0)
+            t[p + "ffn_gate_exps.weight"] = np.stack([mat(F, E) for _ in range(X)])
+            t[p + "ffn_up_exps.weight"] = np.stack([mat(F, E) for _ in range(X)])
+            t[p + "ffn_down_exps.weight"] = np.stack([mat(E, F) for _ in range(X)])
+        else:
+            t[p + "ffn_gate.weight"] = mat(F, E)
+            t[p + "ffn_up.weight"] = mat(F, E)
+            t[p + "ffn_down.weight"] = mat(E, F)
+    return t
+
+
+def write(spec: TinySpec, path: Path, loop_recipe: str | None = None) -> Path:
+    """Writes the GGUF; loop_recipe, if given, becomes the loopcpp.loop metadata key."""
+    import gguf
+
+    a = spec.arch
+    w = gguf.GGUFWriter(str(path), a)
+    w.add_name(f"tiny-{a}")
+    w.add_context_length(spec.n_ctx)
+    w.add_embedding_length(spec.n_embd)
+    w.add_block_count(spec.n_layer)
+    w.add_head_count(spec.n_head)
+    w.add_head_count_kv(spec.n_head_kv)
+    w.add_key_length(spec.head_dim)
+    w.add_value_length(spec.head_dim)
+    w.add_rope_dimension_count(spec.head_dim)
+    w.add_rope_freq_base(spec.rope_base)
+    w.add_layer_norm_rms_eps(spec.eps)
+    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    if a == "qwen3moe":
+        w.add_expert_count(spec.n_expert)
+        w.add_expert_used_count(spec.n_expert_used)
+        w.add_expert_feed_forward_length(spec.n_ff)
+        w.add_feed_forward_length(spec.n_ff)
+    else:
+        w.add_feed_forward_length(spec.n_ff)
+    if a == "gemma3":
+        w.add_sliding_window(spec.n_swa)
+        w.add_uint32(f"{a}.attention.sliding_window_pattern", spec.swa_pattern)
+        w.add_float32(f"{a}.rope.freq_base_swa", spec.rope_base_swa)
+    tokens, scores, types = _vocab(spec.n_vocab)
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens)
+    w.add_token_scores(scores)
+    w.add_token_types(types)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_unk_token_id(0)
+    w.add_add_bos_token(False)
+    if loop_recipe is not None:
+        w.add_string("loopcpp.loop", loop_recipe)
+    for name, arr in tensors(spec).items():
+        w.add_tensor(name, arr)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def swa_layers(spec: TinySpec) -> list[bool]:
+    """Which layers use sliding-window attention (gemma3's pattern; none elsewhere)."""
+    if spec.arch != "gemma3":
+        return [False] * spec.n_layer
+    return [il % spec.swa_pattern < spec.swa_pattern - 1 for il in range(spec.n_layer)]
