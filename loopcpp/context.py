@@ -126,10 +126,9 @@ class Context:
         """Appends tokens to the cache; returns logits for "last" (n_vocab,), "all" (n, n_vocab) or "none"."""
         if logits not in ("last", "all", "none"):
             raise ValueError(f"logits={logits!r} must be 'last', 'all' or 'none'")
-        tokens = list(tokens)
+        tokens = self.model._check_tokens(tokens)
         if not tokens:
             raise ValueError("eval() needs at least one token")
-        self.model._check_tokens(tokens)
         if self.n_past + len(tokens) > self.n_ctx:
             raise ContextFullError(
                 f"{len(tokens)} tokens do not fit: {self.n_past} of {self.n_ctx} context positions are used "

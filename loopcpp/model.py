@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import os
 import weakref
 from typing import TYPE_CHECKING, Optional, Sequence
@@ -65,7 +66,7 @@ class Model:
         return self._h.tokenize(data, add_special, parse_special)
 
     def detokenize(self, tokens: Sequence[int], remove_special: bool = False, unparse_special: bool = False) -> str:
-        self._check_tokens(tokens)
+        tokens = self._check_tokens(tokens)
         return self._h.detokenize(tokens, remove_special, unparse_special).decode("utf-8", errors="replace")
 
     def token_to_piece(self, token: int, special: bool = False) -> bytes:
@@ -75,10 +76,18 @@ class Model:
     def is_eog(self, token: int) -> bool:
         return self._h.is_eog(token)
 
-    def _check_tokens(self, tokens: Sequence[int]) -> None:
+    def _check_tokens(self, tokens: Sequence[int]) -> list[int]:
+        """The tokens as Python ints; ValueError names the first one outside the vocabulary."""
+        out = []
         for t in tokens:
-            if not isinstance(t, int) or not 0 <= t < self.n_vocab:
-                raise ValueError(f"token {t!r} is outside the vocabulary [0, {self.n_vocab})")
+            try:
+                i = operator.index(t)
+            except TypeError:
+                raise ValueError(f"token {t!r} is not an integer") from None
+            if not 0 <= i < self.n_vocab:
+                raise ValueError(f"token {i} is outside the vocabulary [0, {self.n_vocab})")
+            out.append(i)
+        return out
 
     @property
     def chat_template(self) -> Optional[str]:
