@@ -183,6 +183,7 @@ class ContextHandle(_Owner):
         self.n_ubatch = lib.llama_n_ubatch(ptr)
         self.n_vocab = model.n_vocab()
         self._batch = lib.llama_batch_init(self.n_batch, 0, 1)
+        self.has_logits = False  # whether the last decode computed logits for its last token
 
     def _free(self, ptr) -> None:
         lib.llama_batch_free(self._batch)
@@ -192,8 +193,10 @@ class ContextHandle(_Owner):
         lib.llama_set_n_threads(self._ptr, n_threads, n_threads_batch)
 
     def decode(self, tokens: Sequence[int], pos0: int, want: str) -> Optional[np.ndarray]:
-        """Evaluates tokens at positions pos0..; returns logits for "all", "last" or "none"."""
+        """Evaluates tokens at positions pos0..; returns logits for "all", "last" or "none";
+        "sample" computes the last logits for the sampler without copying them out."""
         self._check_open()
+        self.has_logits = False
         out = [] if want == "all" else None
         n = len(tokens)
         for start in range(0, n, self.n_batch):
@@ -206,12 +209,13 @@ class ContextHandle(_Owner):
                 b.n_seq_id[i] = 1
                 b.seq_id[i][0] = 0
                 last = start + i == n - 1
-                b.logits[i] = 1 if (want == "all" or (want == "last" and last)) else 0
+                b.logits[i] = 1 if (want == "all" or (want in ("last", "sample") and last)) else 0
             rc = lib.llama_decode(self._ptr, b)
             if rc != 0:
                 raise DecodeError(_decode_error(rc))
             if want == "all":
                 out.append(self._logits_rows(len(chunk)))
+        self.has_logits = want != "none"
         if want == "all":
             return np.concatenate(out, axis=0)
         if want == "last":
@@ -230,6 +234,7 @@ class ContextHandle(_Owner):
 
     def memory_clear(self) -> None:
         lib.llama_memory_clear(lib.llama_get_memory(self._ptr), True)
+        self.has_logits = False
 
     def seq_rm(self, p0: int) -> bool:
         return bool(lib.llama_memory_seq_rm(lib.llama_get_memory(self._ptr), 0, p0, -1))
@@ -253,6 +258,9 @@ class ContextHandle(_Owner):
         return p[0]
 
     def sample(self, sampler: "SamplerHandle") -> int:
+        # llama_sampler_sample aborts the process when the last decode produced no logits
+        if not self.has_logits:
+            raise DecodeError("nothing to sample from: the last evaluation computed no logits")
         return lib.llama_sampler_sample(sampler._ptr, self._ptr, -1)
 
 

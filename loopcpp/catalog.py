@@ -117,9 +117,11 @@ def resolve_model(model: Optional[str]) -> Path:
     """A model argument as users give it: a path to a .gguf, a catalog name, or None (the default)."""
     if model is None:
         return fetch(DEFAULT_MODEL)
+    path = Path(model).expanduser()
+    if path.is_file():
+        return path
     if model in catalog():
         return fetch(model)
-    path = Path(model).expanduser()
     if not path.exists():
         raise CatalogError(f"model '{model}' is neither a file nor a catalog name; `loopcpp models` lists the catalog")
     return path

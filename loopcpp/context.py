@@ -124,7 +124,7 @@ class Context:
 
     def eval(self, tokens: Sequence[int], logits: str = "last") -> Optional[np.ndarray]:
         """Appends tokens to the cache; returns logits for "last" (n_vocab,), "all" (n, n_vocab) or "none"."""
-        if logits not in ("last", "all", "none"):
+        if logits not in ("last", "all", "none", "sample"):
             raise ValueError(f"logits={logits!r} must be 'last', 'all' or 'none'")
         tokens = self.model._check_tokens(tokens)
         if not tokens:
@@ -149,8 +149,8 @@ class Context:
         elif n_cache > len(self.tokens) and not self._h.seq_rm(len(self.tokens)):
             self.reset()
 
-    def _prefill(self, prompt: list[int]) -> np.ndarray:
-        """Evaluates prompt, reusing the cached common prefix; returns the last logits."""
+    def _prefill(self, prompt: list[int]) -> None:
+        """Evaluates prompt for sampling, reusing the cached common prefix."""
         n = 0
         for a, b in zip(self.tokens, prompt):
             if a != b:
@@ -162,7 +162,7 @@ class Context:
                 self.reset()
                 n = 0
             self.tokens = self.tokens[:n]
-        return self.eval(prompt[n:], logits="last")
+        return self.eval(prompt[n:], logits="sample")
 
     def perplexity(self, tokens: Sequence[int]) -> float:
         """Perplexity of tokens[1:] given their prefixes, evaluated from an empty cache."""
@@ -219,7 +219,7 @@ class Context:
                 if self.n_past + 1 > self.n_ctx:
                     self.finish_reason = "context"
                     break
-                self.eval([token], logits="none")
+                self.eval([token], logits="sample")
             else:
                 self.finish_reason = "length"
             if held and self.finish_reason != "stop":

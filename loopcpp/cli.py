@@ -1,0 +1,241 @@
+"""The `loopcpp` command: chat, run, info and models. It only parses arguments and calls the API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Optional, Sequence
+
+from . import catalog
+from .errors import LoopcppError
+
+EXAMPLES = {
+    "chat": "loopcpp chat                                  # default model, fetched on first use\n"
+            "  loopcpp chat model.gguf --loop 15:18x3          # loop layers 15..18 three times\n"
+            "  echo 'What is the capital of France?' | loopcpp chat --loop auto",
+    "run": "loopcpp run model.gguf -p 'The capital of France is' -n 16 --loop auto",
+    "info": "loopcpp info model.gguf",
+    "models": "loopcpp models                 # list the catalog\n  loopcpp models fetch gemma3-270m",
+}
+
+
+def _add_model_args(p: argparse.ArgumentParser, optional: bool) -> None:
+    if optional:
+        p.add_argument("model", nargs="?", help=f"a .gguf file or a catalog name (default: {catalog.DEFAULT_MODEL})")
+    else:
+        p.add_argument("model", help="a .gguf file or a catalog name")
+    p.add_argument("--loop", metavar="SPEC", help="loop recipe, e.g. 15:18x3, 15:18x3,layer,euler, auto, off")
+    p.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: all)")
+    p.add_argument("-ngl", "--n-gpu-layers", type=int, default=0, help="layers to offload to the GPU (-1: all)")
+    p.add_argument("-c", "--ctx-size", type=int, default=4096, help="context size in tokens (default: 4096)")
+    p.add_argument("-v", "--verbose", action="store_true", help="show llama.cpp's log")
+
+
+def _add_sampling_args(p: argparse.ArgumentParser, max_tokens: int) -> None:
+    g = p.add_argument_group("sampling")
+    g.add_argument("-n", "--max-tokens", type=int, default=max_tokens, help=f"tokens per reply (default: {max_tokens})")
+    g.add_argument("--temperature", "--temp", type=float, default=0.8, help="0 = greedy (default: 0.8)")
+    g.add_argument("--top-k", type=int, default=40)
+    g.add_argument("--top-p", type=float, default=0.95)
+    g.add_argument("--min-p", type=float, default=0.05)
+    g.add_argument("--seed", type=int, default=None, help="sampling seed (default: random)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="loopcpp", description="Training-free looped transformers for llama.cpp.",
+        epilog="example: loopcpp chat model.gguf --loop 15:18x3")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def cmd(name, help_text):
+        return sub.add_parser(name, help=help_text, description=help_text, epilog="examples:\n  " + EXAMPLES[name],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    p = cmd("chat", "interactive chat (one prompt per line when stdin is not a terminal)")
+    _add_model_args(p, optional=True)
+    _add_sampling_args(p, 512)
+    p.add_argument("-s", "--system", help="system prompt")
+
+    p = cmd("run", "one completion of a prompt, to stdout")
+    _add_model_args(p, optional=False)
+    _add_sampling_args(p, 128)
+    p.add_argument("-p", "--prompt", required=True)
+    p.add_argument("--chat", action="store_true", help="format the prompt with the model's chat template")
+
+    p = cmd("info", "architecture, size and loop window of a model")
+    p.add_argument("model", help="a .gguf file or a catalog name")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = cmd("models", "list the catalog of offline models, or fetch one")
+    p.add_argument("action", nargs="?", choices=["list", "fetch"], default="list")
+    p.add_argument("name", nargs="?", help="catalog name (with fetch)")
+    return parser
+
+
+def _open(args):
+    from . import _lib
+    from .model import Model
+
+    if args.verbose:
+        _lib.log.level = 0
+    path = catalog.resolve_model(args.model)
+    model = Model(path, n_gpu_layers=args.n_gpu_layers)
+    ctx = model.context(n_ctx=args.ctx_size, n_threads=args.threads, loop=args.loop)
+    return model, ctx
+
+
+def _sampling(args):
+    from .context import Sampling
+
+    return Sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p, seed=args.seed)
+
+
+def cmd_chat(args) -> int:
+    model, ctx = _open(args)
+    interactive = sys.stdin.isatty()
+    sampling = _sampling(args)
+    history = [{"role": "system", "content": args.system}] if args.system else []
+    if interactive:
+        print(f"loopcpp chat: {model.description}, loop {ctx.loop if ctx.loop.enabled else 'off'}. "
+              "/exit to quit, /reset to clear the history, /loop SPEC to change the loop; "
+              "Ctrl-C stops a reply.", file=sys.stderr)
+    while True:
+        try:
+            line = input("> ") if interactive else sys.stdin.readline()
+        except (EOFError, KeyboardInterrupt):
+            print(file=sys.stderr)
+            break
+        if not interactive and line == "":
+            break
+        line = line.strip()
+        if not line:
+            continue
+        if line in ("/exit", "/quit"):
+            break
+        if line == "/reset":
+            history = history[:1] if args.system else []
+            ctx.reset()
+            continue
+        if line.startswith("/loop"):
+            try:
+                ctx.set_loop(line[len("/loop"):].strip() or "off")
+                print(f"loop: {ctx.loop if ctx.loop.enabled else 'off'}", file=sys.stderr)
+            except (LoopcppError, ValueError) as e:
+                print(f"loopcpp: {e}", file=sys.stderr)
+            continue
+        history.append({"role": "user", "content": line})
+        reply = []
+        try:
+            for piece in ctx.chat(history, stream=True, max_tokens=args.max_tokens, sampling=sampling):
+                reply.append(piece)
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            sys.stdout.write(" [stopped]")
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        history.append({"role": "assistant", "content": "".join(reply)})
+    ctx.close()
+    model.close()
+    return 0
+
+
+def cmd_run(args) -> int:
+    model, ctx = _open(args)
+    kw = dict(max_tokens=args.max_tokens, sampling=_sampling(args))
+    try:
+        if args.chat:
+            pieces = ctx.chat([{"role": "user", "content": args.prompt}], stream=True, **kw)
+        else:
+            pieces = (t.text for t in ctx.generate(args.prompt, **kw))
+        for piece in pieces:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        pass
+    sys.stdout.write("\n")
+    return 0
+
+
+def model_info(path) -> dict:
+    from .model import Model
+
+    with Model(path, vocab_only=False) as m:
+        info = {
+            "path": str(path), "description": m.description, "arch": m.arch, "n_layer": m.n_layer,
+            "n_embd": m.n_embd, "n_head": m.n_head, "n_head_kv": m.n_head_kv, "n_expert": m.n_expert,
+            "n_expert_used": m.n_expert_used, "n_vocab": m.n_vocab, "n_ctx_train": m.n_ctx_train,
+            "n_swa": m.n_swa, "size_bytes": m.size, "n_params": m.n_params,
+            "chat_template": m.chat_template is not None, "loop_supported": m.loop_supported,
+            "default_loop": str(m.default_loop) if m.loop_supported else None,
+            "loop_metadata": m.metadata.get("loopcpp.loop"),
+        }
+    info["tensor_types"] = _tensor_types(path)
+    return info
+
+
+def _tensor_types(path) -> dict[str, int]:
+    try:
+        import gguf
+    except ImportError:  # optional: the counts need the gguf package
+        return {}
+    counts: dict[str, int] = {}
+    for t in gguf.GGUFReader(str(path)).tensors:
+        counts[t.tensor_type.name] = counts.get(t.tensor_type.name, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def cmd_info(args) -> int:
+    info = model_info(catalog.resolve_model(args.model))
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    experts = f"{info['n_expert']} ({info['n_expert_used']} used)" if info["n_expert"] else "none (dense)"
+    rows = [
+        ("model", info["description"]), ("file", info["path"]), ("architecture", info["arch"]),
+        ("layers", info["n_layer"]), ("width", info["n_embd"]),
+        ("heads", f"{info['n_head']} (kv {info['n_head_kv']})"), ("experts", experts),
+        ("vocabulary", info["n_vocab"]), ("trained context", info["n_ctx_train"]),
+        ("sliding window", info["n_swa"] or "none"),
+        ("size", f"{info['size_bytes'] / 2**20:.1f} MiB, {info['n_params'] / 1e6:.1f} M parameters"),
+        ("tensor types", ", ".join(f"{k} x{v}" for k, v in info["tensor_types"].items()) or "?"),
+        ("loop", f"default window {info['default_loop']}" if info["loop_supported"] else "not supported for this architecture"),
+    ]
+    if info["loop_metadata"]:
+        rows.append(("loop recipe (GGUF)", info["loop_metadata"]))
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    cat = catalog.catalog()
+    if args.action == "fetch":
+        name = args.name or catalog.DEFAULT_MODEL
+        print(catalog.fetch(name))
+        return 0
+    width = max(len(n) for n in cat)
+    print(f"{'name':<{width}}  {'size':>9}  {'arch':<7} {'cached':<6}  description")
+    for name, e in cat.items():
+        cached = "yes" if catalog.is_cached(name) else "no"
+        print(f"{name:<{width}}  {e['size'] / 2**20:7.1f}MB  {e['arch']:<7} {cached:<6}  {e['description']} [{e['license']}]")
+    print(f"\nfetch one with: loopcpp models fetch NAME (cache: {catalog.cache_dir()})")
+    return 0
+
+
+COMMANDS = {"chat": cmd_chat, "run": cmd_run, "info": cmd_info, "models": cmd_models}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (LoopcppError, ValueError, OSError) as e:
+        print(f"loopcpp: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Shared fixtures: tiny random-weight models of every architecture, and the real SmolLM2 model."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+import loopcpp
+from loopcpp import _lib
+
+import reference
+import tinymodels
+
+# Exact comparisons run with an F32 KV cache and flash attention off (see docs/looping.md).
+EXACT = dict(type_k="f32", type_v="f32", flash_attn=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_paths(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tiny")
+    return {a: tinymodels.write(tinymodels.TinySpec(a), d / f"tiny-{a}.gguf") for a in tinymodels.ARCHS}
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tiny_paths):
+    models = {a: loopcpp.Model(p) for a, p in tiny_paths.items()}
+    yield models
+    for m in models.values():
+        m.close()
+
+
+@pytest.fixture(scope="session")
+def references(tiny_paths):
+    return {a: reference.Model(p) for a, p in tiny_paths.items()}
+
+
+@pytest.fixture(scope="session")
+def smollm2_path():
+    from loopcpp import catalog
+
+    return catalog.fetch("smollm2-135m", progress=False)
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_path):
+    with loopcpp.Model(smollm2_path) as m:
+        yield m
+
+
+def rel_err(got, want) -> float:
+    """Max abs difference relative to the logits' scale (at least 1)."""
+    return float(np.abs(np.asarray(got, np.float64) - want).max() / max(1.0, np.abs(want).max()))
+
+
+def graph_nodes_logged() -> int:
+    """The pp graph node count llama.cpp logged at its last scheduler reserve."""
+    for line in reversed(list(_lib.log.lines)):
+        m = re.search(r"graph nodes\s*=\s*(\d+)", line)
+        if m:
+            return int(m.group(1))
+    raise AssertionError("llama.cpp logged no graph node count")
