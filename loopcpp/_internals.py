@@ -174,7 +174,8 @@ class ContextHandle(_Owner):
         log.clear()
         ptr = lib.llama_init_from_model(model._ptr, params)
         if ptr == ffi.NULL:
-            reason = last_loop_error() or log.recent_errors() or "llama.cpp refused the parameters"
+            reason = log.recent_errors(1).split("failed to initialize the context: ")[-1]
+            reason = reason or "llama.cpp refused the parameters"
             raise ContextError(f"could not create a context: {reason}")
         self._ptr = ptr
         self.model = model  # the model must outlive its contexts

@@ -55,9 +55,16 @@ def rel_err(got, want) -> float:
 
 
 def graph_nodes_logged() -> int:
-    """The pp graph node count llama.cpp logged at its last scheduler reserve."""
+    """The prompt graph node count llama.cpp logged at its last scheduler reserve
+    ("graph: nodes = N, ..." or "graph (pp bs=.., tg bs=..): nodes = PP / TG, ...")."""
     for line in reversed(list(_lib.log.lines)):
-        m = re.search(r"graph nodes\s*=\s*(\d+)", line)
+        m = re.search(r"graph[^:]*: nodes\s*=\s*(\d+)", line)
         if m:
             return int(m.group(1))
     raise AssertionError("llama.cpp logged no graph node count")
+
+
+@pytest.fixture(autouse=True)
+def _no_loop_from_environment(monkeypatch):
+    """Tests choose their loops explicitly; a LOOPCPP_LOOP in the caller's shell must not leak in."""
+    monkeypatch.delenv("LOOPCPP_LOOP", raising=False)

@@ -1,0 +1,171 @@
+"""The Python API over the cffi bindings: tokenizer, evaluation, generation, lifetimes, errors."""
+
+import numpy as np
+import pytest
+
+import loopcpp
+from loopcpp import LoopConfig
+from conftest import EXACT
+
+
+def test_tokenize_round_trip(smollm2):
+    text = "Hello, world! Ünïcödé and emoji 🚀 survive."
+    tokens = smollm2.tokenize(text, add_special=False)
+    assert len(tokens) > 5
+    assert smollm2.detokenize(tokens) == text
+
+
+def test_model_metadata(smollm2):
+    assert (smollm2.arch, smollm2.n_layer, smollm2.n_embd, smollm2.n_head, smollm2.n_vocab) == ("llama", 30, 576, 9, 49152)
+    assert smollm2.n_expert == 0
+    assert smollm2.chat_template and "im_start" in smollm2.chat_template
+    assert smollm2.metadata["general.architecture"] == "llama"
+
+
+def test_chat_template_formats_messages(smollm2):
+    text = smollm2.apply_chat_template([{"role": "system", "content": "Be brief."},
+                                        {"role": "user", "content": "Hi"}])
+    assert text.startswith("<|im_start|>system\nBe brief.<|im_end|>")
+    assert text.endswith("<|im_start|>assistant\n")
+
+
+def test_generate_streams_tokens_and_stops_on_strings(smollm2):
+    with smollm2.context(n_ctx=256) as ctx:
+        tokens = list(ctx.generate("Counting: one, two, three,", max_tokens=20, temperature=0))
+        assert all(isinstance(t, loopcpp.Token) for t in tokens)
+        full = "".join(t.text for t in tokens)
+        cut = ctx.complete("Counting: one, two, three,", max_tokens=20, temperature=0, stop=[","])
+        assert ctx.finish_reason == "stop"
+        assert "," not in cut and full.startswith(cut)
+
+
+def test_seeded_sampling_is_reproducible(smollm2):
+    with smollm2.context(n_ctx=256) as ctx:
+        a = ctx.complete("Once upon a time", max_tokens=12, temperature=1.0, seed=42)
+        b = ctx.complete("Once upon a time", max_tokens=12, temperature=1.0, seed=42)
+    assert a == b
+
+
+def test_eval_logits_shapes_and_prefix_cache(tiny_models):
+    with tiny_models["llama"].context(n_ctx=64, **EXACT) as ctx:
+        all_logits = ctx.eval([5, 6, 7], logits="all")
+        assert all_logits.shape == (3, 288)
+        last = ctx.eval([8], logits="last")
+        assert last.shape == (288,) and ctx.n_past == 4
+        ctx.reset()
+        again = ctx.eval([5, 6, 7, 8], logits="all")
+        np.testing.assert_allclose(again[:3], all_logits, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(again[3], last, rtol=0, atol=1e-5)
+
+
+def test_context_manager_frees_and_closed_context_raises(tiny_models):
+    ctx = tiny_models["qwen2"].context(n_ctx=64)
+    with ctx:
+        ctx.eval([3, 4])
+    assert ctx.closed
+    with pytest.raises(ValueError, match="closed"):
+        ctx.eval([5])
+
+
+def test_closing_a_model_closes_its_contexts(tiny_paths):
+    model = loopcpp.Model(tiny_paths["qwen3"])
+    ctx = model.context(n_ctx=64)
+    model.close()
+    assert ctx.closed
+    with pytest.raises(ValueError, match="closed"):
+        ctx.eval([3])
+
+
+# --- errors: nothing aborts the interpreter ----------------------------------------------
+
+
+def test_missing_model_file():
+    with pytest.raises(loopcpp.ModelLoadError, match="not found"):
+        loopcpp.Model("/nonexistent/model.gguf")
+
+
+def test_corrupt_model_file(tmp_path):
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + bytes(range(256)) * 4)
+    with pytest.raises(loopcpp.ModelLoadError, match="could not load"):
+        loopcpp.Model(bad)
+
+
+def test_unsupported_architecture(tmp_path):
+    import gguf
+
+    path = tmp_path / "alien.gguf"
+    w = gguf.GGUFWriter(str(path), "alienformer")
+    w.add_block_count(1)
+    w.add_tensor("token_embd.weight", np.zeros((4, 4), np.float32))
+    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    with pytest.raises(loopcpp.ModelLoadError, match="alienformer"):
+        loopcpp.Model(path)
+
+
+def test_full_context(tiny_models):
+    with tiny_models["llama"].context(n_ctx=256) as ctx:
+        with pytest.raises(loopcpp.ContextFullError, match="do not fit"):
+            ctx.eval([5] * 300)
+        assert ctx.n_past == 0
+
+
+def test_tokens_outside_the_vocabulary(tiny_models):
+    with tiny_models["llama"].context(n_ctx=64) as ctx:
+        with pytest.raises(ValueError, match="outside the vocabulary"):
+            ctx.eval([3, 288])
+        with pytest.raises(ValueError, match="outside the vocabulary"):
+            ctx.eval([-1])
+
+
+@pytest.mark.parametrize("kw,needle", [
+    (dict(n_ctx=0), "n_ctx"), (dict(n_batch=-3), "n_batch"), (dict(type_k="q9"), "type_k"),
+    (dict(loop="3:1x2"), "start > end"), (dict(loop=42), "LoopConfig"),
+])
+def test_bad_context_parameters(kw, needle, tiny_models):
+    with pytest.raises((ValueError, loopcpp.LoopcppError), match=needle):
+        tiny_models["llama"].context(**kw)
+
+
+def test_bad_sampling_parameters(tiny_models):
+    with tiny_models["llama"].context(n_ctx=64) as ctx:
+        with pytest.raises(ValueError, match="top_p"):
+            ctx.complete("x", top_p=0.0)
+        with pytest.raises(ValueError, match="max_tokens"):
+            ctx.complete("x", max_tokens=-1)
+
+
+@pytest.mark.parametrize("spec,needle", [
+    ("2:9x3", "outside the model: layers are 0..5"),
+    ("2:4x65", "K = 65 is out of range"),
+    ("2:4x3,beta=1.5", "beta"),
+    ("2:4x3,decode=sometimes", "bad option \"decode=sometimes\""),
+    ("two:4x3", "bad window \"two:4x3\""),
+])
+def test_invalid_loops_raise_naming_the_bad_value(spec, needle, tiny_models):
+    with tiny_models["llama"].context(n_ctx=64) as ctx:
+        ctx.set_loop("1:2x2")
+        with pytest.raises(loopcpp.LoopConfigError, match=needle.replace("(", r"\(")):
+            ctx.set_loop(spec)
+        assert ctx.loop.start == 1  # a rejected loop leaves the previous one in place
+        ctx.eval([3, 4, 5])  # and the context still works
+
+
+def test_loop_config_round_trips_through_the_spec_grammar():
+    for spec in ["15:18x3,block,rk,beta=0.5,kv=first,decode=bypass",
+                 "12:15x4,layer,naive,kv=last,decode=first:7,freeze",
+                 "autox5,euler,kv=first,decode=full", "off"]:
+        assert str(LoopConfig.parse(spec)) == spec
+    cfg = LoopConfig.parse("15:18x3,layer,euler")
+    assert (cfg.start, cfg.end, cfg.steps, cfg.mode, cfg.integrator) == (15, 18, 3, "layer", "euler")
+    assert LoopConfig.parse("auto") == LoopConfig()
+
+
+@pytest.mark.parametrize("kw,needle", [
+    (dict(start=3), "both window ends"), (dict(start=4, end=2), "start > end"),
+    (dict(steps=0), "steps"), (dict(mode="spiral"), "mode"), (dict(beta=float("nan")), "beta"),
+    (dict(kv="middle"), "kv"), (dict(decode="first:x"), "decode"), (dict(integrator="rk4"), "integrator"),
+])
+def test_loop_config_validates_fields(kw, needle):
+    with pytest.raises(loopcpp.LoopConfigError, match=needle):
+        LoopConfig(**kw)

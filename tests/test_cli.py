@@ -1,0 +1,62 @@
+"""The `loopcpp` command, run as users run it (a subprocess)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def loopcpp(*args, stdin=None, env=None):
+    return subprocess.run([sys.executable, "-m", "loopcpp", *map(str, args)], input=stdin,
+                          capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_help_shows_an_example():
+    r = loopcpp("chat", "--help")
+    assert r.returncode == 0
+    assert "loopcpp chat model.gguf --loop 15:18x3" in r.stdout
+
+
+def test_info_prints_architecture_and_default_window(tiny_paths):
+    r = loopcpp("info", tiny_paths["qwen3moe"])
+    assert r.returncode == 0, r.stderr
+    assert "qwen3moe" in r.stdout and "4 (2 used)" in r.stdout
+    assert "default window 1:4x3,layer,rk" in r.stdout
+    data = json.loads(loopcpp("info", tiny_paths["gemma3"], "--json").stdout)
+    assert (data["arch"], data["n_layer"], data["n_swa"], data["tensor_types"]) == ("gemma3", 6, 5, {"F32": 81})
+
+
+def test_run_completes_a_prompt(smollm2_path):
+    r = loopcpp("run", smollm2_path, "-p", "The capital of France is", "-n", "8", "--temp", "0", "--loop", "auto")
+    assert r.returncode == 0, r.stderr
+    assert "Paris" in r.stdout
+
+
+def test_chat_reads_one_prompt_per_line_from_stdin(smollm2_path):
+    r = loopcpp("chat", smollm2_path, "--temp", "0", "-n", "24", "--loop", "13:16x3",
+                stdin="What is the capital of France?\n/loop off\nAnd what is the capital of Italy?\n/exit\nignored\n")
+    assert r.returncode == 0, r.stderr
+    replies = r.stdout.strip().splitlines()
+    assert "Paris" in replies[0]
+    assert "loop: off" in r.stderr
+    assert len(replies) >= 2 and "ignored" not in r.stdout
+
+
+def test_models_lists_the_catalog():
+    r = loopcpp("models")
+    assert r.returncode == 0
+    assert "smollm2-135m" in r.stdout and "gemma3-270m" in r.stdout
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["run", "{tiny}", "-p", "x", "--loop", "1:99x3"], "outside the model"),
+    (["run", "{tiny}", "-p", "x", "--loop", "1:2x3,sideways"], "bad option \"sideways\""),
+    (["info", "/nonexistent.gguf"], "neither a file nor a catalog name"),
+    (["models", "fetch", "no-such-model"], "unknown model"),
+])
+def test_errors_are_one_line_without_traceback(args, needle, tiny_paths):
+    r = loopcpp(*[a.replace("{tiny}", str(tiny_paths["llama"])) for a in args])
+    assert r.returncode == 2
+    assert needle in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
