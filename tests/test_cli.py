@@ -1,15 +1,22 @@
 """The `loopcpp` command, run as users run it (a subprocess)."""
 
 import json
+import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
 
-def loopcpp(*args, stdin=None, env=None):
-    return subprocess.run([sys.executable, "-m", "loopcpp", *map(str, args)], input=stdin,
-                          capture_output=True, text=True, timeout=300, env=env)
+def loopcpp(*args, stdin=None):
+    """Runs `python -m loopcpp ARGS` outside the source tree, so the installed package is used."""
+    env = dict(os.environ)
+    if env.get("PYTHONPATH"):  # keep a developer's PYTHONPATH=. working from another directory
+        env["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p) for p in env["PYTHONPATH"].split(os.pathsep))
+    with tempfile.TemporaryDirectory() as cwd:
+        return subprocess.run([sys.executable, "-m", "loopcpp", *map(str, args)], input=stdin, cwd=cwd,
+                              capture_output=True, text=True, timeout=300, env=env)
 
 
 def test_help_shows_an_example():

@@ -148,3 +148,16 @@ def test_invalid_environment_variable_fails_context_creation_cleanly(spec, needl
         except loopcpp.ContextError as e:
             assert needle in str(e), str(e)
             raise
+
+
+@pytest.mark.parametrize("arch", tinymodels.ARCHS)
+@pytest.mark.parametrize("mode", ["block", "layer"])
+def test_rk_beta_limits(arch, mode, tiny_models):
+    """beta = 0 is exactly euler; beta = 1 is exactly the unlooped model (docs/looping.md)."""
+    euler, _ = logits(tiny_models[arch], f"2:4x3,{mode},euler,decode=full")
+    rk0, _ = logits(tiny_models[arch], f"2:4x3,{mode},rk,beta=0,decode=full")
+    off, _ = logits(tiny_models[arch], None)
+    rk1, _ = logits(tiny_models[arch], f"2:4x3,{mode},rk,beta=1,decode=full")
+    assert np.array_equal(rk0, euler)
+    assert np.array_equal(rk1, off)
+    assert rel_err(euler, off) > 1e-3
