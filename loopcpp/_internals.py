@@ -17,6 +17,17 @@ from .errors import ContextError, DecodeError, LoopConfigError, ModelLoadError
 ROPE_NONE = -1
 
 
+def _sized_call(ctype: str, cap: int, call):
+    """call(buf, cap) with a buffer of cap items; llama.cpp answers -needed when it is too small,
+    so retry once at that size. Returns (buf, n)."""
+    buf = ffi.new(f"{ctype}[]", cap)
+    n = call(buf, cap)
+    if n < 0:
+        buf = ffi.new(f"{ctype}[]", -n)
+        n = call(buf, -n)
+    return buf, n
+
+
 class _Owner:
     _ptr = ffi.NULL
 
@@ -100,35 +111,21 @@ class ModelHandle(_Owner):
         return None if t == ffi.NULL else ffi.string(t).decode(errors="replace")
 
     def tokenize(self, text: bytes, add_special: bool, parse_special: bool) -> list[int]:
-        n_max = len(text) + 8
-        buf = ffi.new("llama_token[]", n_max)
-        n = lib.llama_tokenize(self.vocab, text, len(text), buf, n_max, add_special, parse_special)
-        if n < 0:
-            n_max = -n
-            buf = ffi.new("llama_token[]", n_max)
-            n = lib.llama_tokenize(self.vocab, text, len(text), buf, n_max, add_special, parse_special)
+        buf, n = _sized_call("llama_token", len(text) + 8, lambda b, cap: lib.llama_tokenize(
+            self.vocab, text, len(text), b, cap, add_special, parse_special))
         if n < 0:
             raise ValueError("tokenization failed")
         return list(ffi.unpack(buf, n))
 
     def token_to_piece(self, token: int, special: bool) -> bytes:
-        buf = ffi.new("char[]", 64)
-        n = lib.llama_token_to_piece(self.vocab, token, buf, 64, 0, special)
-        if n < 0:
-            buf = ffi.new("char[]", -n)
-            n = lib.llama_token_to_piece(self.vocab, token, buf, -n, 0, special)
-        return ffi.unpack(buf, n)
+        buf, n = _sized_call("char", 64, lambda b, cap: lib.llama_token_to_piece(self.vocab, token, b, cap, 0, special))
+        return ffi.unpack(buf, max(n, 0))
 
     def detokenize(self, tokens: Sequence[int], remove_special: bool, unparse_special: bool) -> bytes:
         arr = ffi.new("llama_token[]", list(tokens))
-        cap = 8 * len(tokens) + 16
-        buf = ffi.new("char[]", cap)
-        n = lib.llama_detokenize(self.vocab, arr, len(tokens), buf, cap, remove_special, unparse_special)
-        if n < 0:
-            cap = -n
-            buf = ffi.new("char[]", cap)
-            n = lib.llama_detokenize(self.vocab, arr, len(tokens), buf, cap, remove_special, unparse_special)
-        return ffi.unpack(buf, n)
+        buf, n = _sized_call("char", 8 * len(tokens) + 16, lambda b, cap: lib.llama_detokenize(
+            self.vocab, arr, len(tokens), b, cap, remove_special, unparse_special))
+        return ffi.unpack(buf, max(n, 0))
 
     def default_loop(self):
         return lib.llama_loop_default_params(self._ptr)
