@@ -24,8 +24,7 @@ struct loop_builder {
         for (int il = a; il <= b; ++il) {
             x = layer(il, x, nullptr);
         }
-        g.cb(x, "loop_eval", b);
-        ggml_build_forward_expand(g.gf, x);
+        ggml_build_forward_expand(g.gf, x); // before the next evaluation's cache writes
         return x;
     }
 
