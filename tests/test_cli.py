@@ -67,3 +67,36 @@ def test_errors_are_one_line_without_traceback(args, needle, tiny_paths):
     assert r.returncode == 2
     assert needle in r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_ctrl_c_stops_the_reply_but_not_the_session(smollm2_path):
+    import signal
+    import threading
+    import time
+
+    env = dict(os.environ)
+    if env.get("PYTHONPATH"):
+        env["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p) for p in env["PYTHONPATH"].split(os.pathsep))
+    with tempfile.TemporaryDirectory() as cwd:
+        proc = subprocess.Popen([sys.executable, "-m", "loopcpp", "chat", str(smollm2_path), "--temp", "0",
+                                 "-n", "1000", "--loop", "auto"], cwd=cwd, env=env, text=True,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out: list[str] = []
+        reader = threading.Thread(target=lambda: out.extend(iter(lambda: proc.stdout.read(1), "")), daemon=True)
+        reader.start()
+        proc.stdin.write("Write a very long story about a dragon who learns to sing.\n")
+        proc.stdin.flush()
+        deadline = time.time() + 120
+        while len(out) < 20 and time.time() < deadline:  # the reply is streaming
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        proc.stdin.write("What is the capital of France?\n/exit\n")
+        proc.stdin.flush()
+        proc.wait(timeout=120)
+        reader.join(timeout=10)
+    text = "".join(out)
+    assert proc.returncode == 0, proc.stderr.read()[-2000:]
+    first, _, rest = text.partition("[stopped]")
+    assert rest, text[-500:]  # the first reply was cut
+    assert "Paris" in rest  # and the session answered the next prompt
