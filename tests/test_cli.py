@@ -9,14 +9,19 @@ import tempfile
 import pytest
 
 
-def loopcpp(*args, stdin=None):
-    """Runs `python -m loopcpp ARGS` outside the source tree, so the installed package is used."""
+def _env() -> dict:
+    """The environment for `python -m loopcpp` run outside the source tree (so the installed
+    package is used); a developer's relative PYTHONPATH=. keeps working from there."""
     env = dict(os.environ)
-    if env.get("PYTHONPATH"):  # keep a developer's PYTHONPATH=. working from another directory
+    if env.get("PYTHONPATH"):
         env["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p) for p in env["PYTHONPATH"].split(os.pathsep))
+    return env
+
+
+def loopcpp(*args, stdin=None):
     with tempfile.TemporaryDirectory() as cwd:
         return subprocess.run([sys.executable, "-m", "loopcpp", *map(str, args)], input=stdin, cwd=cwd,
-                              capture_output=True, text=True, timeout=300, env=env)
+                              capture_output=True, text=True, timeout=300, env=_env())
 
 
 def test_help_shows_an_example():
@@ -74,12 +79,9 @@ def test_ctrl_c_stops_the_reply_but_not_the_session(smollm2_path):
     import threading
     import time
 
-    env = dict(os.environ)
-    if env.get("PYTHONPATH"):
-        env["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p) for p in env["PYTHONPATH"].split(os.pathsep))
     with tempfile.TemporaryDirectory() as cwd:
         proc = subprocess.Popen([sys.executable, "-m", "loopcpp", "chat", str(smollm2_path), "--temp", "0",
-                                 "-n", "1000", "--loop", "auto"], cwd=cwd, env=env, text=True,
+                                 "-n", "1000", "--loop", "auto"], cwd=cwd, env=_env(), text=True,
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         out: list[str] = []
         reader = threading.Thread(target=lambda: out.extend(iter(lambda: proc.stdout.read(1), "")), daemon=True)
