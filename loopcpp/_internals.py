@@ -208,6 +208,7 @@ class ContextHandle(_Owner):
                 b.seq_id[i][0] = 0
                 last = start + i == n - 1
                 b.logits[i] = 1 if (want == "all" or (want in ("last", "sample") and last)) else 0
+            log.clear()  # so that an error message quotes this decode's log only
             rc = lib.llama_decode(self._ptr, b)
             if rc != 0:
                 raise DecodeError(_decode_error(rc))

@@ -8,7 +8,7 @@ import sys
 from typing import Optional, Sequence
 
 from . import catalog
-from .errors import LoopcppError
+from .errors import ContextFullError, LoopcppError
 
 EXAMPLES = {
     "chat": "loopcpp chat                                  # default model, fetched on first use\n"
@@ -133,6 +133,10 @@ def cmd_chat(args) -> int:
                 sys.stdout.flush()
         except KeyboardInterrupt:
             sys.stdout.write(" [stopped]")
+        except ContextFullError as e:
+            history.pop()
+            print(f"loopcpp: {e}; /reset clears the history, or restart with a larger --ctx-size", file=sys.stderr)
+            continue
         sys.stdout.write("\n")
         sys.stdout.flush()
         history.append({"role": "assistant", "content": "".join(reply)})

@@ -169,3 +169,13 @@ def test_loop_config_round_trips_through_the_spec_grammar():
 def test_loop_config_validates_fields(kw, needle):
     with pytest.raises(loopcpp.LoopConfigError, match=needle):
         LoopConfig(**kw)
+
+
+def test_failed_decode_raises_with_llama_cpps_reason(tiny_models):
+    """Below the Python API's own checks: a batch llama.cpp refuses (positions that do not follow
+    the cache) surfaces as DecodeError with the return code and llama.cpp's reason."""
+    with tiny_models["llama"].context(n_ctx=64) as ctx:
+        ctx.eval([3, 4, 5])
+        with pytest.raises(loopcpp.DecodeError, match=r"returned -1: invalid input batch.*failed to initialize batch"):
+            ctx._h.decode([6], 40, "last")
+        assert ctx.eval([6], logits="last").shape == (288,)  # the context still works

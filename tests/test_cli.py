@@ -102,3 +102,12 @@ def test_ctrl_c_stops_the_reply_but_not_the_session(smollm2_path):
     first, _, rest = text.partition("[stopped]")
     assert rest, text[-500:]  # the first reply was cut
     assert "Paris" in rest  # and the session answered the next prompt
+
+
+def test_chat_survives_a_full_context(tiny_paths):
+    """A turn that does not fit is reported and dropped; the session goes on."""
+    long_line = "tok " * 200
+    r = loopcpp("chat", tiny_paths["llama"], "-c", "64", "-n", "4", "--temp", "0", stdin=f"{long_line}\nhi\n")
+    assert r.returncode == 0, r.stderr
+    assert "do not fit" in r.stderr or "context holds" in r.stderr
+    assert len(r.stdout.strip().splitlines()) == 1  # the second turn was answered
