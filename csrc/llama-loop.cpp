@@ -345,10 +345,13 @@ int32_t llama_loop_format(const llama_loop_params * p, char * buf, size_t size) 
         }
         const char * integrators[] = { "naive", "euler", "rk" };
         s += std::string(",") + integrators[p->integrator];
-        if (p->integrator == LLAMA_LOOP_INTEGRATOR_RK) {
+        if (p->integrator == LLAMA_LOOP_INTEGRATOR_RK || p->beta != 0.5f) { // keep a set beta for the round trip
             char b[32];
-            snprintf(b, sizeof(b), ",beta=%g", p->beta);
-            s += b;
+            snprintf(b, sizeof(b), "%g", p->beta);
+            if (std::strtof(b, nullptr) != p->beta) {
+                snprintf(b, sizeof(b), "%.9g", p->beta); // exact float round trip
+            }
+            s += std::string(",beta=") + b;
         }
         s += p->kv == LLAMA_LOOP_KV_FIRST ? ",kv=first" : ",kv=last";
         switch (p->decode) {
