@@ -58,15 +58,16 @@ def main(argv=None) -> int:
             bench_once(ctx, prompt[:16], 4)  # warm-up
             runs: dict[str, list] = {spec: [] for spec in args.loops}
             names: dict[str, str] = {}
+            kv_bytes: dict[str, int] = {}
             # round-robin over the loops, so that drift in machine load hits all of them alike
             for _, spec in tqdm([(r, s) for r in range(args.reps) for s in args.loops], desc="runs", file=sys.stderr):
                 ctx.set_loop(spec)
                 names[spec] = str(ctx.loop) if ctx.loop.enabled else "off"
                 runs[spec].append(bench_once(ctx, prompt, args.tg))
-            kv_bytes = len(ctx.kv_state())
+                kv_bytes[spec] = len(ctx.kv_state())
             for spec in args.loops:
                 rows.append({"loop": names[spec], "pp_tps": statistics.median(r[0] for r in runs[spec]),
-                             "tg_tps": statistics.median(r[1] for r in runs[spec]), "kv_bytes": kv_bytes})
+                             "tg_tps": statistics.median(r[1] for r in runs[spec]), "kv_bytes": kv_bytes[spec]})
     base = next((r for r in rows if r["loop"] == "off"), rows[0])
     for r in rows:
         r["pp_ratio"] = r["pp_tps"] / base["pp_tps"]
@@ -77,7 +78,9 @@ def main(argv=None) -> int:
     print(f"{'loop':<{w}}  {'pp t/s':>8} {'ratio':>6}  {'tg t/s':>8} {'ratio':>6}")
     for r in rows:
         print(f"{r['loop']:<{w}}  {r['pp_tps']:8.1f} {r['pp_ratio']:6.2f}  {r['tg_tps']:8.1f} {r['tg_ratio']:6.2f}")
-    print(f"KV cache after pp{args.pp}+tg{args.tg}: {rows[-1]['kv_bytes']} bytes, whatever the loop (the cache never grows with K)")
+    sizes = sorted({r["kv_bytes"] for r in rows})
+    print(f"KV cache after pp{args.pp}+tg{args.tg}: " + (f"{sizes[0]} bytes for every loop" if len(sizes) == 1
+          else ", ".join(f"{r['loop']}: {r['kv_bytes']}" for r in rows)))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"model": str(path), "pp": args.pp, "tg": args.tg, "rows": rows}, f, indent=2)

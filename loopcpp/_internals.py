@@ -14,9 +14,6 @@ import numpy as np
 from ._lib import ffi, lib, log, last_loop_error
 from .errors import ContextError, DecodeError, LoopConfigError, ModelLoadError
 
-ROPE_NONE = -1
-
-
 def _sized_call(ctype: str, cap: int, call):
     """call(buf, cap) with a buffer of cap items; llama.cpp answers -needed when it is too small,
     so retry once at that size. Returns (buf, n)."""
@@ -154,14 +151,13 @@ def apply_chat_template(template: str, messages: Sequence[dict], add_assistant: 
 class ContextHandle(_Owner):
     def __init__(self, model: ModelHandle, n_ctx: int, n_batch: int, n_ubatch: int, n_threads: int,
                  n_threads_batch: int, type_k: Optional[int], type_v: Optional[int],
-                 flash_attn: Optional[bool], seed_embeddings: bool = False) -> None:
+                 flash_attn: Optional[bool]) -> None:
         params = lib.llama_context_default_params()
         params.n_ctx = n_ctx
         params.n_batch = n_batch
         params.n_ubatch = n_ubatch
         params.n_threads = n_threads
         params.n_threads_batch = n_threads_batch
-        params.embeddings = seed_embeddings
         if type_k is not None:
             params.type_k = type_k
         if type_v is not None:

@@ -22,7 +22,8 @@ GGML_TYPES = {"f32": 0, "f16": 1, "q8_0": 8, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q
 
 @dataclass(frozen=True)
 class Token:
-    """One generated token: its id and the text it completes (may be "" inside a UTF-8 sequence)."""
+    """One generated token: its id and the text it completes (may be "" inside a UTF-8 sequence).
+    Text held back because it could begin a stop string is flushed at the end with id -1."""
 
     id: int
     text: str
