@@ -87,6 +87,7 @@ class Context:
         self.n_batch: int = self._h.n_batch
         self.n_ubatch: int = self._h.n_ubatch
         self.tokens: list[int] = []  # what the KV cache holds, in order
+        self._ubatch_starts: list[int] = []  # positions where a ubatch began (see _prefill)
         self.finish_reason: Optional[str] = None
         if loop_cfg is not None:
             self.set_loop(loop_cfg)
@@ -122,6 +123,7 @@ class Context:
         """Empties the KV cache."""
         self._h.memory_clear()
         self.tokens = []
+        self._ubatch_starts = []
 
     def eval(self, tokens: Sequence[int], logits: str = "last") -> Optional[np.ndarray]:
         """Appends tokens to the cache; returns logits for "last" (n_vocab,), "all" (n, n_vocab) or "none"."""
@@ -137,33 +139,49 @@ class Context:
             )
         try:
             out = self._h.decode(tokens, self.n_past, logits)
+            self._ubatch_starts += self._ubatch_split(self.n_past, len(tokens))
             self.tokens += tokens
         finally:
             self._sync()
         return out
 
+    def _ubatch_split(self, pos0: int, n: int) -> list[int]:
+        """Where llama.cpp starts ubatches for n tokens at pos0: every n_ubatch tokens within
+        each n_batch chunk (one sequence)."""
+        return [pos0 + c + u for c in range(0, n, self.n_batch) for u in range(0, min(self.n_batch, n - c), self.n_ubatch)]
+
     def _sync(self) -> None:
         """Makes self.tokens agree with the cache after an error or interruption."""
         n_cache = self._h.pos_max() + 1
         if n_cache < len(self.tokens):
-            self.tokens = self.tokens[:n_cache]
+            self._truncate(n_cache)
         elif n_cache > len(self.tokens) and not self._h.seq_rm(len(self.tokens)):
             self.reset()
 
+    def _truncate(self, n: int) -> None:
+        self.tokens = self.tokens[:n]
+        self._ubatch_starts = [b for b in self._ubatch_starts if b < n]
+
     def _prefill(self, prompt: list[int]) -> None:
-        """Evaluates prompt for sampling, reusing the cached common prefix."""
+        """Evaluates prompt for sampling, reusing the cached common prefix.
+
+        A looped ubatch's result depends on where it starts (docs/looping.md), so with a loop the
+        reuse stops at the start of a ubatch of the earlier evaluation: the same prompt twice then
+        gives the same answer, and a chat turn continues exactly where the cache left off."""
         n = 0
         for a, b in zip(self.tokens, prompt):
             if a != b:
                 break
             n += 1
         n = min(n, len(prompt) - 1)  # re-evaluate at least one token to get its logits
+        if self.loop.enabled:
+            n = max((b for b in self._ubatch_starts if b <= n), default=0)
         if n < len(self.tokens):
             if not self._h.seq_rm(n):
                 self.reset()
                 n = 0
-            self.tokens = self.tokens[:n]
-        return self.eval(prompt[n:], logits="sample")
+            self._truncate(n)
+        self.eval(prompt[n:], logits="sample")
 
     def perplexity(self, tokens: Sequence[int]) -> float:
         """Perplexity of tokens[1:] given their prefixes, evaluated from an empty cache."""

@@ -179,3 +179,20 @@ def test_failed_decode_raises_with_llama_cpps_reason(tiny_models):
         with pytest.raises(loopcpp.DecodeError, match=r"returned -1: invalid input batch.*failed to initialize batch"):
             ctx._h.decode([6], 40, "last")
         assert ctx.eval([6], logits="last").shape == (288,)  # the context still works
+
+
+def test_looped_generation_does_not_depend_on_what_the_cache_held(tiny_models):
+    """A looped prompt ubatch depends on where it starts, so the prefix reuse stops at an earlier
+    ubatch start: the same prompt twice, or in a fresh context, gives the same tokens."""
+    prompt = list(range(5, 17))
+
+    def tokens(ctx, p):
+        return [t.id for t in ctx.generate(p, max_tokens=8, temperature=0)]
+
+    with tiny_models["qwen3"].context(n_ctx=256, loop="2:4x3,decode=bypass") as ctx:
+        a, b = tokens(ctx, prompt), tokens(ctx, prompt)
+        c = tokens(ctx, prompt + a[:4])  # a continuation reuses the cache up to a ubatch start
+    with tiny_models["qwen3"].context(n_ctx=256, loop="2:4x3,decode=bypass") as fresh:
+        assert tokens(fresh, prompt) == a
+    assert a == b
+    assert len(c) == 8
