@@ -183,9 +183,6 @@ class ContextHandle(_Owner):
         lib.llama_batch_free(self._batch)
         lib.llama_free(ptr)
 
-    def set_threads(self, n_threads: int, n_threads_batch: int) -> None:
-        lib.llama_set_n_threads(self._ptr, n_threads, n_threads_batch)
-
     def decode(self, tokens: Sequence[int], pos0: int, want: str) -> Optional[np.ndarray]:
         """Evaluates tokens at positions pos0..; returns logits for "all", "last" or "none";
         "sample" computes the last logits for the sampler without copying them out."""
