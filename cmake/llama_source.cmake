@@ -64,10 +64,10 @@ function(loopcpp_fetch_sdist out)
             COMMAND "${Python_EXECUTABLE}" -m pip download --no-deps
                     --no-binary llama-cpp-python
                     "llama-cpp-python==${LOOPCPP_LLAMA_CPP_PYTHON_VERSION}" -d "${tmp}"
-            RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+            RESULT_VARIABLE rc OUTPUT_VARIABLE pip_out ERROR_VARIABLE pip_err)
         if(NOT rc EQUAL 0 OR NOT EXISTS "${tmp}/${LOOPCPP_SDIST_FILE}")
             message(FATAL_ERROR
-                "loopcpp: could not download the llama-cpp-python sdist with pip:\n${err}\n"
+                "loopcpp: could not download the llama-cpp-python sdist with pip:\n${pip_err}\n"
                 "For an offline build pass -DLOOPCPP_LLAMA_SOURCE=/path/to/${LOOPCPP_SDIST_FILE} "
                 "(or a llama.cpp tree at commit ${LOOPCPP_LLAMA_COMMIT}) through CMAKE_ARGS.")
         endif()
@@ -128,11 +128,14 @@ function(loopcpp_unpack_pristine dest)
     file(WRITE "${stamp}" "${key}")
 endfunction()
 
-# Copies the pristine tree, applies `patch` to the copy and syncs changed files into `dest`.
-function(loopcpp_patch_tree pristine patch dest)
-    file(SHA256 "${patch}" patch_hash)
-    file(READ "${pristine}.stamp" pristine_key)
-    set(key "${pristine_key}+${patch_hash}")
+# Copies the pristine tree, applies the `patches` (a list, in order) to the copy and syncs changed
+# files into `dest`.
+function(loopcpp_patch_tree pristine patches dest)
+    file(READ "${pristine}.stamp" key)
+    foreach(patch IN LISTS patches)
+        file(SHA256 "${patch}" patch_hash)
+        string(APPEND key "+${patch_hash}")
+    endforeach()
     set(stamp "${dest}.stamp")
     loopcpp_is_current("${dest}" "${key}" current)
     if(current)
@@ -144,26 +147,28 @@ function(loopcpp_patch_tree pristine patch dest)
     find_program(LOOPCPP_GIT git)
     find_program(LOOPCPP_PATCH patch)
     get_filename_component(stage_parent "${stage}" DIRECTORY)
-    if(LOOPCPP_GIT)
-        # The ceiling keeps git from finding an enclosing repository (the build dir may sit in one).
-        set(cmd ${CMAKE_COMMAND} -E env "GIT_CEILING_DIRECTORIES=${stage_parent}"
-                "${LOOPCPP_GIT}" apply --whitespace=nowarn "${patch}")
-    elseif(LOOPCPP_PATCH)
-        set(cmd "${LOOPCPP_PATCH}" -p1 --forward --batch -i "${patch}")
-    else()
-        message(FATAL_ERROR "loopcpp: applying ${patch} needs git or patch on PATH")
-    endif()
-    file(SIZE "${patch}" patch_size)
-    set(rc 0)
-    if(patch_size GREATER 0)
+    foreach(patch IN LISTS patches)
+        if(LOOPCPP_GIT)
+            # The ceiling keeps git from finding an enclosing repository (the build dir may sit in one).
+            set(cmd ${CMAKE_COMMAND} -E env "GIT_CEILING_DIRECTORIES=${stage_parent}"
+                    "${LOOPCPP_GIT}" apply --whitespace=nowarn "${patch}")
+        elseif(LOOPCPP_PATCH)
+            set(cmd "${LOOPCPP_PATCH}" -p1 --forward --batch -i "${patch}")
+        else()
+            message(FATAL_ERROR "loopcpp: applying ${patch} needs git or patch on PATH")
+        endif()
+        file(SIZE "${patch}" patch_size)
+        if(patch_size EQUAL 0)
+            continue()
+        endif()
         execute_process(COMMAND ${cmd} WORKING_DIRECTORY "${stage}"
                         RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
-    endif()
-    if(NOT rc EQUAL 0)
-        message(FATAL_ERROR
-            "loopcpp: the patch ${patch} does not apply to llama.cpp ${LOOPCPP_LLAMA_COMMIT}:\n${out}${err}\n"
-            "The patch must be made against the pristine tree in ${pristine}.")
-    endif()
+        if(NOT rc EQUAL 0)
+            message(FATAL_ERROR
+                "loopcpp: the patch ${patch} does not apply to llama.cpp ${LOOPCPP_LLAMA_COMMIT}:\n${out}${err}\n"
+                "The patch must be made against the pristine tree in ${pristine}.")
+        endif()
+    endforeach()
     # copy_directory_if_different keeps timestamps of unchanged files: incremental rebuilds.
     execute_process(COMMAND ${CMAKE_COMMAND} -E copy_directory_if_different "${stage}" "${dest}"
                     RESULT_VARIABLE rc)

@@ -12,8 +12,17 @@ from .errors import (  # noqa: E402
 from .loop import LoopConfig  # noqa: E402
 from .model import Model  # noqa: E402
 from .context import Context, Sampling, Token  # noqa: E402
+from ._paths import include_dir, lib_dir  # noqa: E402
+
+
+def llama_cpp_lib_path() -> str:
+    """The directory of loopcpp's libllama, for LLAMA_CPP_LIB_PATH (llama-cpp-python 0.3.36 then
+    loads this library, loop API included)."""
+    return str(lib_dir())
+
 
 __all__ = [
     "Context", "ContextError", "ContextFullError", "DecodeError", "LibraryError", "LoopConfig",
     "LoopConfigError", "LoopcppError", "Model", "ModelLoadError", "Sampling", "Token", "__version__",
+    "include_dir", "lib_dir", "llama_cpp_lib_path",
 ]

@@ -52,12 +52,13 @@ class _Owner:
 
 
 class ModelHandle(_Owner):
-    def __init__(self, path: str, n_gpu_layers: int, use_mmap: bool, vocab_only: bool) -> None:
+    def __init__(self, path: str, n_gpu_layers: int, use_mmap: bool, vocab_only: bool, repack: bool = True) -> None:
         if not os.path.isfile(path):
             raise ModelLoadError(f"model file not found: {path}")
         params = lib.llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers
         params.vocab_only = vocab_only
+        params.use_extra_bufts = repack
         if not use_mmap:
             params.load_mode = 0  # LLAMA_LOAD_MODE_NONE: read into memory
         log.clear()

@@ -1,7 +1,7 @@
 """Loads the native library (ABI-mode cffi: no compiler at import) and routes its log.
 
-The library is the libllama built with loopcpp's patch, installed in loopcpp/lib. LOOPCPP_LIB_PATH
-points at another directory holding it. The version check refuses a library that was built from
+The library is the libllama built with loopcpp's patch (found by _paths: the installed build, or
+the directory in LOOPCPP_LIB_PATH). The version check refuses a library that was built from
 another loopcpp version or llama.cpp commit.
 """
 
@@ -11,12 +11,12 @@ import collections
 import os
 import sys
 import threading
-from pathlib import Path
 
 from cffi import FFI
 
 from . import __version__
 from ._cdefs import CDEF
+from ._paths import library_path
 from .errors import LibraryError
 
 LLAMA_COMMIT = "0c1e57098"
@@ -30,21 +30,8 @@ GGML_LOG_LEVEL_ERROR = 4
 GGML_LOG_LEVEL_CONT = 5
 
 
-def _library_path() -> Path:
-    names = {"darwin": "libllama.dylib", "win32": "llama.dll"}
-    name = names.get(sys.platform, "libllama.so")
-    directory = os.environ.get("LOOPCPP_LIB_PATH") or Path(__file__).parent / "lib"
-    path = Path(directory) / name
-    if not path.exists():
-        raise LibraryError(
-            f"native library {path} not found: reinstall loopcpp with `pip install .` "
-            "(it builds llama.cpp), or point LOOPCPP_LIB_PATH at the directory that holds it"
-        )
-    return path
-
-
 def _open():
-    path = _library_path()
+    path = library_path()
     try:
         lib = ffi.dlopen(str(path))
     except OSError as e:
@@ -111,6 +98,12 @@ def _log_callback(level, text, _user_data):  # pragma: no cover - called from C
 
 lib.llama_log_set(_log_callback, ffi.NULL)
 lib.llama_backend_init()
+if lib.ggml_backend_dev_count() == 0:
+    # A portable build (GGML_BACKEND_DL) keeps its backends as modules beside libllama: ggml
+    # loads the best CPU variant the CPU and OS enable, and the GPU backends whose runtime exists.
+    lib.ggml_backend_load_all_from_path(os.fsencode(str(library_path().parent)))
+    if lib.ggml_backend_dev_count() == 0:
+        raise LibraryError(f"no ggml backend in {library_path().parent} runs on this machine: {log.recent_errors()}")
 
 
 def last_loop_error() -> str:

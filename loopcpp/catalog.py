@@ -14,12 +14,12 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from importlib import resources
 from pathlib import Path
 from typing import Optional
 
 from tqdm import tqdm
 
+from ._paths import catalog_file
 from .errors import LoopcppError
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -30,7 +30,7 @@ class CatalogError(LoopcppError):
 
 
 def catalog() -> dict[str, dict]:
-    return json.loads(resources.files("loopcpp").joinpath("catalog.json").read_text())
+    return json.loads(catalog_file().read_text())
 
 
 def cache_dir() -> Path:

@@ -21,17 +21,20 @@ DEFAULT_FALLBACK_TEMPLATE = "chatml"
 class Model:
     """A GGUF model. `Model(path, n_gpu_layers=0)`; use as a context manager or call close().
 
+    `repack=False` keeps weights in their file layout instead of the CPU's repacked one (AMX,
+    AVX-512 or NEON tiles), e.g. to compare the two matmul paths.
+
     >>> with Model("SmolLM2-135M-Instruct.Q4_1.gguf") as model:
     ...     with model.context(n_ctx=2048, loop="auto") as ctx:
     ...         print(ctx.chat([{"role": "user", "content": "Hi"}]))
     """
 
     def __init__(self, path: str | os.PathLike, n_gpu_layers: int = 0, use_mmap: bool = True,
-                 vocab_only: bool = False) -> None:
+                 vocab_only: bool = False, repack: bool = True) -> None:
         if not isinstance(n_gpu_layers, int):
             raise TypeError(f"n_gpu_layers must be an int, got {n_gpu_layers!r}")
         self.path = os.fspath(path)
-        self._h = ModelHandle(self.path, n_gpu_layers, use_mmap, vocab_only)
+        self._h = ModelHandle(self.path, n_gpu_layers, use_mmap, vocab_only, repack)
         self._contexts: "weakref.WeakSet[Context]" = weakref.WeakSet()
         self.metadata: dict[str, str] = self._h.metadata()
         self.arch: str = self.metadata.get("general.architecture", "unknown")

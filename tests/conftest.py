@@ -13,6 +13,19 @@ from loopcpp import _lib
 import reference
 import tinymodels
 
+def pytest_report_header(config):
+    """What this run covered: the CPU's instruction sets and the ggml CPU paths compiled in."""
+    wanted = ("amx_tile", "amx_int8", "amx_bf16", "avx512f", "avx512_vnni", "avx512_bf16", "avx2", "avx_vnni")
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((l.split(":", 1)[1].split() for l in f if l.startswith("flags")), [])
+        cpu = " ".join(w for w in wanted if w in flags) or "none of " + " ".join(wanted)
+    except OSError:
+        cpu = "unknown (no /proc/cpuinfo)"
+    ggml = _lib.ffi.string(_lib.lib.llama_print_system_info()).decode().strip()
+    return [f"cpu flags: {cpu}", f"ggml: {ggml}"]
+
+
 # Exact comparisons run with an F32 KV cache and flash attention off (see docs/looping.md).
 EXACT = dict(type_k="f32", type_v="f32", flash_attn=False)
 

@@ -11,7 +11,7 @@ import loopcpp
 from loopcpp._cdefs import CHECKED_STRUCTS
 from loopcpp._lib import ffi
 
-INCLUDE = Path(loopcpp.__file__).parent / "include"
+INCLUDE = loopcpp.include_dir()
 
 
 @pytest.fixture(scope="module")

@@ -46,7 +46,7 @@ def llama_cpp_python(tmp_path_factory):
 
 def run_llama_cpp_python(pkg_dir, model_path, loop):
     env = {**os.environ, "PYTHONPATH": str(pkg_dir),
-           "LLAMA_CPP_LIB_PATH": str(Path(loopcpp.__file__).parent / "lib")}
+           "LLAMA_CPP_LIB_PATH": loopcpp.llama_cpp_lib_path()}
     env.pop("LOOPCPP_LOOP", None)
     if loop:
         env["LOOPCPP_LOOP"] = loop

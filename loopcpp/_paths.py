@@ -1,0 +1,55 @@
+"""Where the built parts of loopcpp live: the native library, its headers, the model catalog.
+
+A regular install puts them inside the package directory. An editable install (`pip install -e .`)
+keeps the Python files in the source tree and puts the built parts in site-packages; both
+directories are on the package's __path__, so each part is looked up along it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from .errors import LibraryError
+
+_LIBRARY_NAMES = {"darwin": "libllama.dylib", "win32": "llama.dll"}
+
+
+def package_file(name: str) -> Path:
+    """The first `name` found along the package's __path__ (an installed build part)."""
+    package = sys.modules[__package__]
+    for directory in package.__path__:
+        path = Path(directory) / name
+        if path.exists():
+            return path
+    raise LibraryError(
+        f"loopcpp's built '{name}' is missing: install loopcpp with `pip install .` or "
+        "`pip install -e .` (that builds llama.cpp)"
+    )
+
+
+def lib_dir() -> Path:
+    """The directory holding libllama and ggml: LOOPCPP_LIB_PATH, else the installed build."""
+    if os.environ.get("LOOPCPP_LIB_PATH"):
+        return Path(os.environ["LOOPCPP_LIB_PATH"])
+    return package_file("lib")
+
+
+def library_path() -> Path:
+    path = lib_dir() / _LIBRARY_NAMES.get(sys.platform, "libllama.so")
+    if not path.exists():
+        raise LibraryError(
+            f"native library {path} not found: reinstall loopcpp with `pip install .` "
+            "(it builds llama.cpp), or point LOOPCPP_LIB_PATH at the directory that holds it"
+        )
+    return path
+
+
+def include_dir() -> Path:
+    """The headers for C/C++ programs that embed this libllama (llama.h, llama-loop.h, ggml)."""
+    return package_file("include")
+
+
+def catalog_file() -> Path:
+    return package_file("catalog.json")
