@@ -17,6 +17,12 @@ EXAMPLES = {
     "run": "loopcpp run model.gguf -p 'The capital of France is' -n 16 --loop auto",
     "info": "loopcpp info model.gguf",
     "models": "loopcpp models                 # list the catalog\n  loopcpp models fetch gemma3-270m",
+    "eval": "loopcpp eval --loop auto --loop autox4,euler --task ppl --task arc_easy --limit 200\n"
+            "  loopcpp eval model.gguf --loop 12:15x3 --task mmlu --format mc --shots 5 --json out.json\n"
+            "  loopcpp eval --loop auto --task ppl:notes.txt --ctx 1024",
+    "bake": "loopcpp bake model.gguf --loop 12:15x3,rk -o model-looped.gguf",
+    "tune": "loopcpp tune                                  # perplexity on BoolQ passages\n"
+            "  loopcpp tune model.gguf --objective arc_easy --limit 300 --bake model-looped.gguf",
 }
 
 
@@ -66,6 +72,43 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("info", "architecture, size and loop window of a model")
     p.add_argument("model", help="a .gguf file or a catalog name")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = cmd("eval", "score the unlooped model and each loop on the same items, with paired 95 % intervals")
+    p.add_argument("model", nargs="?", help=f"a .gguf file or a catalog name (default: {catalog.DEFAULT_MODEL})")
+    p.add_argument("--loop", metavar="SPEC", action="append", default=[], help="a loop to compare (repeatable)")
+    p.add_argument("--task", action="append", default=[],
+                   help="ppl[:CORPUS] (perplexity and KL; CORPUS boolq, lambada or a text file), an MC task "
+                        "(arc_easy, arc_challenge, openbookqa, csqa, piqa, hellaswag, sciq, boolq, winogrande, "
+                        "mmlu, all-mc) or a generative one (squad, naturalqs_open, jeopardy, coqa, drop, lambada)")
+    p.add_argument("--format", choices=["rc", "mc"], default="rc", help="MC: cloze (rc) or lettered (mc)")
+    p.add_argument("--shots", type=int, choices=[0, 5], default=0, help="MC: few-shot examples")
+    p.add_argument("--split", choices=["test", "dev"], default="test", help="dev chooses recipes, test reports them")
+    p.add_argument("--limit", type=int, help="items (or perplexity windows) picked at random with --seed")
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--ctx", type=int, default=512, help="perplexity window in tokens, one ubatch (default: 512)")
+    p.add_argument("--max-tokens", type=int, default=32, help="generative tasks: token cap (default: 32)")
+    p.add_argument("--json", help="write summaries and per-item results as JSON")
+    p.add_argument("--csv", help="write the summaries as CSV")
+    p.add_argument("--no-cache", action="store_true", help="do not reuse or store per-item results")
+    p.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: all)")
+    p.add_argument("-ngl", "--n-gpu-layers", type=int, default=0, help="layers to offload to the GPU (-1: all)")
+    p.add_argument("-v", "--verbose", action="store_true", help="show llama.cpp's log")
+
+    p = cmd("tune", "search a loop recipe on dev data, then report it on held-out test data")
+    p.add_argument("model", nargs="?", help=f"a .gguf file or a catalog name (default: {catalog.DEFAULT_MODEL})")
+    p.add_argument("--objective", default="ppl", help="ppl (perplexity on --corpus) or a multiple-choice task")
+    p.add_argument("--corpus", default="boolq", help="text for pruning and the ppl objective: boolq, lambada or a file")
+    p.add_argument("--keep", type=int, default=4, help="recipes confirmed on the objective after pruning (default: 4)")
+    p.add_argument("--ctx", type=int, default=256, help="pruning window in tokens; ppl confirms on twice that (default: 256)")
+    p.add_argument("--limit", type=int, default=200, help="items per objective run (default: 200)")
+    p.add_argument("--bake", metavar="OUT.gguf", help="write the chosen recipe into a copy of the model")
+    p.add_argument("--json", help="write every measurement as JSON")
+    p.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: all)")
+
+    p = cmd("bake", "write a copy of a GGUF whose metadata carries a loop recipe (loopcpp.loop)")
+    p.add_argument("model", help="a .gguf file or a catalog name")
+    p.add_argument("--loop", metavar="SPEC", required=True, help="the recipe, e.g. 12:15x3 ('off' removes it)")
+    p.add_argument("-o", "--output", required=True, help="the GGUF to write")
 
     p = cmd("models", "list the catalog of offline models, or fetch one")
     p.add_argument("action", nargs="?", choices=["list", "fetch"], default="list")
@@ -229,7 +272,86 @@ def cmd_models(args) -> int:
     return 0
 
 
-COMMANDS = {"chat": cmd_chat, "run": cmd_run, "info": cmd_info, "models": cmd_models}
+def _check_loops(specs: Sequence[str]) -> None:
+    """Spec errors before any model is fetched or loaded."""
+    from .loop import LoopConfig
+
+    for spec in specs:
+        LoopConfig.parse(spec)
+
+
+def cmd_eval(args) -> int:
+    from . import _lib
+    from .evals import TaskSpec, evaluate, format_table, summarize, write_csv
+    from .evals.data import task_list
+    from .model import Model
+
+    _check_loops(args.loop)
+    tasks = task_list(args.task or ["ppl"])
+    if args.verbose:
+        _lib.log.level = 0
+    path = catalog.resolve_model(args.model)
+    summaries, results = [], []
+    with Model(path, n_gpu_layers=args.n_gpu_layers) as model:
+        for task in tasks:
+            name, _, corpus = task.partition(":")
+            spec = TaskSpec(name, fmt=args.format, shots=args.shots, split=args.split, limit=args.limit,
+                            seed=args.seed, corpus=corpus or "boolq", window=args.ctx, max_tokens=args.max_tokens)
+            result = evaluate(model, args.loop, spec, n_threads=args.threads, cache=not args.no_cache)
+            summary = summarize(result)
+            print(format_table(summary) + "\n", flush=True)
+            summaries.append(summary)
+            results.append(result.to_json())
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"model": str(path), "summaries": summaries, "results": results}, f, indent=1)
+    if args.csv:
+        write_csv(summaries, args.csv)
+    return 0
+
+
+def cmd_tune(args) -> int:
+    from .evals import format_table
+    from .evals.tune import tune
+    from .gguf_meta import bake
+    from .model import Model
+
+    path = catalog.resolve_model(args.model)
+    with Model(path) as model:
+        out = tune(model, args.objective, args.corpus, keep=args.keep, window=args.ctx, limit=args.limit,
+                   n_threads=args.threads)
+    print(f"pruned {out['grid']} recipes by perplexity on dev text (unlooped {out['prune_ppl_off']:.4f}); best:")
+    for c in out["pruned"][:8]:
+        print(f"  {c['spec']:<28} ppl {c['ppl']:.4f}  KLD {c['kld']:.5f}")
+    print("\nconfirmed on dev:\n" + format_table(out["dev"]))
+    print(f"\nheld-out test of {out['best']}:\n" + format_table(out["test"]))
+    if out["chosen"] is None:
+        print(f"\nno recipe beat the unlooped model on dev ({args.objective}); nothing to recommend")
+    else:
+        print(f"\nrecommended: --loop {out['chosen']}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+    if args.bake:
+        if out["chosen"] is None:
+            print(f"not baking {args.bake}: no recipe to bake", file=sys.stderr)
+        else:
+            bake(path, args.bake, out["chosen"])
+            print(f"wrote {args.bake} with loopcpp.loop = {out['chosen']}", file=sys.stderr)
+    return 0
+
+
+def cmd_bake(args) -> int:
+    from .gguf_meta import bake
+
+    _check_loops([args.loop])
+    bake(catalog.resolve_model(args.model), args.output, args.loop)
+    print(f"wrote {args.output} with loopcpp.loop = {args.loop}", file=sys.stderr)
+    return 0
+
+
+COMMANDS = {"chat": cmd_chat, "run": cmd_run, "info": cmd_info, "models": cmd_models, "eval": cmd_eval,
+            "tune": cmd_tune, "bake": cmd_bake}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

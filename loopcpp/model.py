@@ -52,6 +52,7 @@ class Model:
         self.description: str = self._h.desc()
         self.bos: int = self._h.bos()
         self.eos: int = self._h.eos()
+        self.add_bos: bool = self._h.add_bos()  # whether tokenize(add_special=True) starts with BOS
 
     # --- loops -------------------------------------------------------------------------------
     @property

@@ -1,0 +1,105 @@
+"""Scoring one item (or one text window) on one context: the unit of work of `loopcpp eval`.
+
+Loop semantics in scoring (docs/looping.md, "When the loop runs"): an item is one prompt, so its
+context and continuation are evaluated together, from an empty cache, in one ubatch. A
+continuation is never decoded on its own: with decode=bypass a lone token would run unlooped.
+The contexts that score items are created with n_batch = n_ubatch >= the longest item.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from ..context import Context, Sampling
+from .data import GenItem, MCItem
+from .metrics import exact_match, kl_divergence, log_softmax, token_f1, token_nll
+
+
+def encode_pair(model, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """Tokens of context and continuation as lm-eval splits them: the whole string is tokenized
+    once (so the boundary merges as the model would see it), and trailing spaces of the context
+    move to the continuation."""
+    n_spaces = len(context) - len(context.rstrip())
+    if n_spaces:
+        continuation = context[-n_spaces:] + continuation
+        context = context[:-n_spaces]
+    whole = model.tokenize(context + continuation, add_special=True)
+    ctx_tokens = model.tokenize(context, add_special=True)
+    return whole[:len(ctx_tokens)], whole[len(ctx_tokens):]
+
+
+def item_lengths(model, item: MCItem) -> int:
+    """The longest (context + continuation) of an item, in tokens."""
+    return max(sum(map(len, encode_pair(model, c, k))) for c, k in zip(item.contexts, item.continuations))
+
+
+def loglikelihood(ctx: Context, context_tokens: Sequence[int], continuation_tokens: Sequence[int]) -> tuple[float, bool]:
+    """log p(continuation | context), and whether the continuation is the greedy one, from one
+    evaluation of context + continuation in a single ubatch."""
+    tokens = list(context_tokens) + list(continuation_tokens)
+    if len(tokens) > ctx.n_ubatch:
+        raise ValueError(f"an item of {len(tokens)} tokens does not fit one ubatch of {ctx.n_ubatch}")
+    ctx.reset()
+    n = len(continuation_tokens)
+    logits = ctx.eval(tokens, logits="all")[-n - 1:-1]
+    logp = log_softmax(logits)
+    targets = np.asarray(continuation_tokens)
+    return float(logp[np.arange(n), targets].sum()), bool((logp.argmax(-1) == targets).all())
+
+
+def score_mc(ctx: Context, item: MCItem) -> dict:
+    """Log-likelihood of every choice; `correct` picks the highest raw log-likelihood, `correct_norm`
+    the highest per character of the continuation (lm-eval's acc and acc_norm)."""
+    lls = []
+    for context, continuation in zip(item.contexts, item.continuations):
+        c_tok, k_tok = encode_pair(ctx.model, context, continuation)
+        lls.append(loglikelihood(ctx, c_tok, k_tok)[0])
+    norm = [ll / max(1, len(k)) for ll, k in zip(lls, item.continuations)]
+    return {"ll": lls, "correct": int(np.argmax(lls)) == item.gold,
+            "correct_norm": int(np.argmax(norm)) == item.gold, "group": item.group}
+
+
+def score_gen(ctx: Context, item: GenItem, max_tokens: int) -> dict:
+    """Greedy generation from an empty cache, scored by exact match and token F1."""
+    ctx.reset()
+    prompt = ctx.model.tokenize(item.prompt, add_special=True)
+    if len(prompt) > ctx.n_ubatch:
+        raise ValueError(f"a prompt of {len(prompt)} tokens does not fit one ubatch of {ctx.n_ubatch}")
+    text = "".join(t.text for t in ctx.generate(prompt, max_tokens=min(max_tokens, item.max_tokens),
+                                                 stop=item.stop, sampling=Sampling(temperature=0.0)))
+    return {"output": text, "correct": exact_match(text, item.answers), "f1": token_f1(text, item.answers)}
+
+
+def ppl_windows(tokens: Sequence[int], n_window: int, bos: int, add_bos: bool) -> list[list[int]]:
+    """llama-perplexity's chunks: consecutive windows of n_window tokens, the first token of each
+    replaced by BOS when the model adds one."""
+    chunks = []
+    for start in range(0, len(tokens) - n_window + 1, n_window):
+        chunk = list(tokens[start:start + n_window])
+        if add_bos:
+            chunk[0] = bos
+        chunks.append(chunk)
+    return chunks
+
+
+def window_logits(ctx: Context, window: Sequence[int]) -> np.ndarray:
+    """Logits of the scored second half of a window (positions n/2 .. n-2, which predict tokens
+    n/2+1 .. n-1), from one ubatch holding the whole window."""
+    ctx.reset()
+    return ctx.eval(list(window), logits="all")[len(window) // 2:-1]
+
+
+def score_window(logits: np.ndarray, window: Sequence[int]) -> dict:
+    targets = list(window[len(window) // 2 + 1:])
+    nll = token_nll(logits, targets)
+    return {"nll_sum": float(nll.sum()), "n": len(targets)}
+
+
+def compare_window(base_logits: np.ndarray, logits: np.ndarray, window: Sequence[int]) -> dict:
+    """What a loop changes on one window against the unlooped logits: NLL, KL(base || loop) per
+    position (kept as a small sorted sample for the median and the 99th percentile), top-1 agreement."""
+    kl = kl_divergence(base_logits, logits)
+    return {**score_window(logits, window), "kl_sum": float(kl.sum()), "kl": np.round(kl, 6).tolist(),
+            "top1_same": int((base_logits.argmax(-1) == logits.argmax(-1)).sum())}
