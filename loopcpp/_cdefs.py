@@ -103,7 +103,6 @@ void llama_log_set(ggml_log_callback log_callback, void * user_data);
 const char * llama_print_system_info(void);
 bool llama_supports_gpu_offload(void);
 size_t ggml_backend_dev_count(void);
-void ggml_backend_load_all_from_path(const char * dir_path);
 
 struct llama_model_params   llama_model_default_params(void);
 struct llama_context_params llama_context_default_params(void);

@@ -99,11 +99,9 @@ def _log_callback(level, text, _user_data):  # pragma: no cover - called from C
 lib.llama_log_set(_log_callback, ffi.NULL)
 lib.llama_backend_init()
 if lib.ggml_backend_dev_count() == 0:
-    # A portable build (GGML_BACKEND_DL) keeps its backends as modules beside libllama: ggml
-    # loads the best CPU variant the CPU and OS enable, and the GPU backends whose runtime exists.
-    lib.ggml_backend_load_all_from_path(os.fsencode(str(library_path().parent)))
-    if lib.ggml_backend_dev_count() == 0:
-        raise LibraryError(f"no ggml backend in {library_path().parent} runs on this machine: {log.recent_errors()}")
+    # A portable build (GGML_BACKEND_DL) loads its backend modules from beside libggml in
+    # llama_backend_init; none loading means none runs on this machine.
+    raise LibraryError(f"no ggml backend in {library_path().parent} runs on this machine: {log.recent_errors()}")
 
 
 def last_loop_error() -> str:

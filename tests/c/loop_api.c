@@ -1,7 +1,6 @@
 // The loop C API as an embedding application uses it, without Python: defaults, parsing,
 // validation with error codes and messages, set/get/clear, and a looped decode.
-// Usage: loop_api MODEL.gguf [LIBDIR]   (LIBDIR: where a portable build keeps its backend modules;
-// prints "N passed, M failed"; exit status 1 on any failure)
+// Usage: loop_api MODEL.gguf   (prints "N passed, M failed"; exit status 1 on any failure)
 #include "llama-loop.h"
 
 #include <stdio.h>
@@ -26,13 +25,10 @@ static void expect_error(struct llama_context * ctx, struct llama_loop_params p,
 
 int main(int argc, char ** argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s MODEL.gguf [LIBDIR]\n", argv[0]);
+        fprintf(stderr, "usage: %s MODEL.gguf\n", argv[0]);
         return 2;
     }
     llama_backend_init();
-    if (ggml_backend_dev_count() == 0 && argc > 2) {
-        ggml_backend_load_all_from_path(argv[2]);  // a GGML_BACKEND_DL build: load the best CPU variant
-    }
     struct llama_model * model = llama_model_load_from_file(argv[1], llama_model_default_params());
     check(model != NULL, "model loads");
     if (!model) {
