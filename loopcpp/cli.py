@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="items (or perplexity windows) picked at random with --seed")
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--ctx", type=int, default=512, help="perplexity window in tokens, one ubatch (default: 512)")
+    p.add_argument("-ub", "--ubatch", type=int, help="ppl: evaluate each window in ubatches of this size, so that "
+                                                     "the cache policy and decode mode act (default: one ubatch)")
     p.add_argument("--max-tokens", type=int, default=32, help="generative tasks: token cap (default: 32)")
     p.add_argument("--json", help="write summaries and per-item results as JSON")
     p.add_argument("--csv", help="write the summaries as CSV")
@@ -296,7 +298,8 @@ def cmd_eval(args) -> int:
         for task in tasks:
             name, _, corpus = task.partition(":")
             spec = TaskSpec(name, fmt=args.format, shots=args.shots, split=args.split, limit=args.limit,
-                            seed=args.seed, corpus=corpus or "boolq", window=args.ctx, max_tokens=args.max_tokens)
+                            seed=args.seed, corpus=corpus or "boolq", window=args.ctx, max_tokens=args.max_tokens,
+                            ubatch=args.ubatch)
             result = evaluate(model, args.loop, spec, n_threads=args.threads, cache=not args.no_cache)
             summary = summarize(result)
             print(format_table(summary) + "\n", flush=True)

@@ -17,11 +17,18 @@ LOOP_KEY = "loopcpp.loop"
 
 
 def copy_gguf(src: str | os.PathLike, dst: str | os.PathLike, set_strings: Optional[dict[str, str]] = None,
-              remove: tuple[str, ...] = (), progress: bool = True) -> None:
-    """Writes dst = src with string fields `set_strings` set and the keys in `remove` dropped."""
+              remove: tuple[str, ...] = (), progress: bool = True, layers: Optional[list[int]] = None,
+              set_arrays: Optional[dict[str, list]] = None) -> None:
+    """Writes dst = src with string fields `set_strings` (and array fields `set_arrays`) set and
+    the keys in `remove` dropped.
+
+    layers: the source layer of each layer of dst (e.g. [0, 1, 2, 1, 2, 3] repeats layers 1..2):
+    block tensors are copied under their new index, and the block count and every per-layer
+    metadata array follow."""
     import gguf
 
     set_strings = dict(set_strings or {})
+    set_arrays = dict(set_arrays or {})
     if Path(src).resolve() == Path(dst).resolve():
         raise ValueError(f"the output {dst} is the input: write to another file")
     reader = gguf.GGUFReader(str(src))
@@ -31,32 +38,85 @@ def copy_gguf(src: str | os.PathLike, dst: str | os.PathLike, set_strings: Optio
     alignment = reader.get_field(gguf.Keys.General.ALIGNMENT)
     if alignment is not None:
         writer.data_alignment = alignment.contents()
+    n_layer = reader.get_field(f"{arch}.block_count").contents()
     try:
         for field in reader.fields.values():
             # GGUF.* are virtual fields of the reader; the writer adds the architecture itself
             if field.name == gguf.Keys.General.ARCHITECTURE or field.name.startswith("GGUF."):
                 continue
-            if field.name in remove or field.name in set_strings:
+            if field.name in remove or field.name in set_strings or field.name in set_arrays:
                 continue
             kind = field.types[0]
             sub = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
-            writer.add_key_value(field.name, field.contents(), kind, sub_type=sub)
+            value = field.contents()
+            if layers is not None and field.name == f"{arch}.block_count":
+                value = len(layers)
+            elif layers is not None and sub is not None and field.name.startswith(f"{arch}.") and len(value) == n_layer:
+                value = [value[i] for i in layers]  # a per-layer array
+            writer.add_key_value(field.name, value, kind, sub_type=sub)
         for key, value in set_strings.items():
             writer.add_string(key, value)
-        for t in reader.tensors:
-            writer.add_tensor_info(t.name, t.data.shape, t.data.dtype, t.data.nbytes, t.tensor_type)
+        for key, value in set_arrays.items():
+            writer.add_array(key, value)
+        tensors = _layer_tensors(reader.tensors, layers) if layers is not None else [(t.name, t) for t in reader.tensors]
+        for name, t in tensors:
+            writer.add_tensor_info(name, t.data.shape, t.data.dtype, t.data.nbytes, t.tensor_type)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
-        with tqdm(total=sum(int(t.n_bytes) for t in reader.tensors), unit="B", unit_scale=True,
+        with tqdm(total=sum(int(t.n_bytes) for _, t in tensors), unit="B", unit_scale=True,
                   desc=f"write {Path(dst).name}", disable=not progress, file=sys.stderr) as bar:
-            for t in reader.tensors:
+            for _, t in tensors:
                 writer.write_tensor_data(t.data, tensor_endianess=reader.endianess)
                 bar.update(int(t.n_bytes))
         writer.close()
         os.replace(tmp, dst)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _layer_tensors(tensors, layers: list[int]) -> list[tuple[str, object]]:
+    """(new name, tensor) in the new layer order; tensors outside the blocks keep their place
+    (those before the first block first, the rest after the last)."""
+    by_layer: dict[int, list] = {}
+    head, tail = [], []
+    for t in tensors:
+        parts = t.name.split(".")
+        if parts[0] == "blk" and parts[1].isdigit():
+            by_layer.setdefault(int(parts[1]), []).append(t)
+        else:
+            (tail if by_layer else head).append(t)
+    out = [(t.name, t) for t in head]
+    for new, old in enumerate(layers):
+        out += [(f"blk.{new}." + t.name.split(".", 2)[2], t) for t in by_layer[old]]
+    return out + [(t.name, t) for t in tail]
+
+
+# Architectures whose sliding-window layers follow a fixed pattern by layer index unless the file
+# gives one per layer: duplicating layers must then write the pattern out (every n-th is global).
+SWA_PATTERNS = {"gemma3": 6}
+
+
+def duplicate_layers(src: str | os.PathLike, dst: str | os.PathLike, start: int, end: int, repeats: int,
+                     progress: bool = True) -> list[int]:
+    """A "self-merge" GGUF: layers start..end physically repeated `repeats` times (mergekit's
+    passthrough), run by the unmodified model. Returns the source layer of each new layer."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(src))
+    arch = reader.get_field(gguf.Keys.General.ARCHITECTURE).contents()
+    n_layer = reader.get_field(f"{arch}.block_count").contents()
+    if not (0 <= start <= end < n_layer) or repeats < 1:
+        raise ValueError(f"window {start}:{end}x{repeats} does not fit {n_layer} layers")
+    layers = list(range(end + 1)) + list(range(start, end + 1)) * (repeats - 1) + list(range(end + 1, n_layer))
+    extra: dict = {}
+    key = f"{arch}.attention.sliding_window_pattern"
+    if arch in SWA_PATTERNS and reader.get_field(key) is None:
+        n = SWA_PATTERNS[arch]
+        extra[key] = [bool(i % n < n - 1) for i in layers]
+    del reader
+    copy_gguf(src, dst, progress=progress, layers=layers, set_arrays=extra)
+    return layers
 
 
 def bake(src: str | os.PathLike, dst: str | os.PathLike, spec: str, progress: bool = True) -> None:

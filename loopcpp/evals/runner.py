@@ -39,6 +39,8 @@ class TaskSpec:
     corpus: str = "boolq"        # ppl: boolq, lambada or a text file
     window: int = 512            # ppl: tokens per window (one ubatch); the second half is scored
     max_tokens: int = 32         # generative: cap on generated tokens (and the task's own cap)
+    ubatch: Optional[int] = None  # ppl: split each window into ubatches of this many tokens, so that
+                                  # later chunks read earlier ones from the cache (None: one ubatch)
 
     @property
     def kind(self) -> str:
@@ -50,7 +52,7 @@ class TaskSpec:
         """Names the cache of per-item results: everything that changes an item's result."""
         if self.kind == "ppl":
             parts = [self.task, self.corpus if not os.path.isfile(self.corpus) else _file_key(self.corpus),
-                     f"w{self.window}", self.split]
+                     f"w{self.window}", self.split] + ([f"ub{self.ubatch}"] if self.ubatch else [])
         elif self.kind == "mc":
             parts = [self.task, self.fmt, f"{self.shots}shot", self.split]
         else:
@@ -136,7 +138,8 @@ def evaluate(model: Model, loops: Sequence[str], spec: TaskSpec, n_threads: Opti
     if n_ctx > model.n_ctx_train > 0:
         raise ValueError(f"items need {n_ctx} tokens but {Path(model.path).name} was trained on {model.n_ctx_train}; "
                          "use fewer shots, a shorter --window or --limit")
-    kw = dict(n_ctx=n_ctx, n_batch=n_tokens, n_ubatch=n_tokens, n_threads=n_threads, **(context_kw or {}))
+    n_ubatch = spec.ubatch if spec.kind == "ppl" and spec.ubatch else n_tokens
+    kw = dict(n_ctx=n_ctx, n_batch=n_tokens, n_ubatch=n_ubatch, n_threads=n_threads, **(context_kw or {}))
     contexts: dict[str, Context] = {}  # by the label the user gave (the spec string)
     resolved: dict[str, str] = {}      # label -> the full recipe it resolves to for this model
     try:

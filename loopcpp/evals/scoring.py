@@ -86,7 +86,8 @@ def ppl_windows(tokens: Sequence[int], n_window: int, bos: int, add_bos: bool) -
 
 def window_logits(ctx: Context, window: Sequence[int]) -> np.ndarray:
     """Logits of the scored second half of a window (positions n/2 .. n-2, which predict tokens
-    n/2+1 .. n-1), from one ubatch holding the whole window."""
+    n/2+1 .. n-1), from one evaluation of the whole window (one ubatch unless the context's
+    n_ubatch is smaller: then later chunks read earlier ones through the cache)."""
     ctx.reset()
     return ctx.eval(list(window), logits="all")[len(window) // 2:-1]
 
