@@ -3,6 +3,7 @@
     python benchmarks/figures.py ksweep     MODEL   # 1: metric vs K, naive / euler / rk, + self-merge
     python benchmarks/figures.py strategies MODEL   # 2: rk against the other uniform strategies at equal K
     python benchmarks/figures.py depth      MODEL   # 3: the window centre as a fraction of depth
+    python benchmarks/figures.py drift      MODEL   # 4: latent drift of the window output, and its loss
     python benchmarks/figures.py policies   MODEL   # 5: kv=first/last, block/layer, decode modes
 
 Common options: --windows N (perplexity windows of --ctx tokens from the test half of the BoolQ
@@ -19,6 +20,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+
+import numpy as np  # noqa: E402
 
 import loopcpp  # noqa: E402
 from loopcpp import catalog  # noqa: E402
@@ -97,6 +100,69 @@ def fig_depth(model, args) -> dict:
         print(f"| {sp.split('x')[0]} | {frac:.2f} | {rows[sp]['ppl']:.3f} | {d['value']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}] |")
     plot_depth(points, rows[OFF]["ppl"], model, args)
     return {"width": w, "k": args.k, "off": rows[OFF]["ppl"], "points": points, "best": best}
+
+
+# the graph tensor that holds a window's output, by integrator (the last one computed)
+OUTPUT_NAMES = {"naive": "l_out", "euler": "loop_step", "rk": "loop_rk"}
+
+
+def fig_drift(model, args) -> dict:
+    """The paper's Figure 2: as K grows, how far the window's output moves from the unlooped
+    window output (relative L2 distance per token, averaged), and the next-token loss the rest of
+    the model gets from it. Read with an eval callback that copies the window output."""
+    from loopcpp.evals import data, metrics, scoring
+
+    s, e = default_window(model)
+    text = data.corpus_halves(data.corpus_text(args.corpus), "test")
+    tokens = model.tokenize(text, add_special=False)
+    windows = scoring.ppl_windows(tokens, args.ctx, model.bos, model.add_bos)[: args.windows]
+    names = [f"{n}-{e}" for n in OUTPUT_NAMES.values()]
+    kw = dict(n_ctx=args.ctx, n_batch=args.ctx, n_ubatch=args.ctx, n_threads=args.threads, capture=names)
+
+    def run(ctx, integ):
+        dist, nll, n = 0.0, 0.0, 0
+        for w, y1 in zip(windows, base_out):
+            ctx.reset()
+            logits = ctx.eval(w, logits="all")
+            y = ctx.captured[f"{OUTPUT_NAMES[integ]}-{e}"][-1] if integ else ctx.captured[f"l_out-{e}"][-1]
+            if y1 is not None:
+                dist += float((np.linalg.norm(y - y1, axis=1) / np.linalg.norm(y1, axis=1)).mean())
+            nll += float(metrics.token_nll(logits[:-1], w[1:]).sum())
+            n += len(w) - 1
+            if y1 is None:
+                outs.append(y)
+        return dist / len(windows), nll / n
+
+    outs: list = []
+    base_out = [None] * len(windows)
+    with model.context(**kw) as ctx:
+        _, base_nll = run(ctx, None)
+        base_out = outs
+        curves = {}
+        for integ in OUTPUT_NAMES:
+            curves[integ] = {1: (0.0, base_nll)}
+            for k in K_VALUES[1:]:
+                ctx.set_loop(f"{s}:{e}x{k},{integ}")
+                curves[integ][k] = run(ctx, integ)
+    print(f"window {s}:{e}; relative distance of the window output from the unlooped one, and next-token NLL")
+    print("| K | " + " | ".join(f"{i} distance | {i} NLL" for i in OUTPUT_NAMES) + " |")
+    print("|---|" + "---|---|" * len(OUTPUT_NAMES))
+    for k in K_VALUES:
+        print(f"| {k} | " + " | ".join(f"{curves[i][k][0]:.3f} | {curves[i][k][1]:.3f}" for i in OUTPUT_NAMES) + " |")
+    plt = _plt()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.6))
+    for integ, style in zip(OUTPUT_NAMES, ("o-", "s-", "^-")):
+        a1.plot(K_VALUES, [curves[integ][k][0] for k in K_VALUES], style, label=integ)
+        a2.plot(K_VALUES, [curves[integ][k][1] for k in K_VALUES], style, label=integ)
+    a1.set_xlabel("K")
+    a1.set_ylabel("‖y_K − y_1‖ / ‖y_1‖ (window output)")
+    a2.set_xlabel("K")
+    a2.set_ylabel("next-token NLL (nats)")
+    a2.set_yscale("log")
+    a1.legend()
+    fig.suptitle(f"{model.description}: latent drift, window {s}:{e}")
+    _save(fig, model, args, "drift")
+    return {"window": [s, e], "curves": curves}
 
 
 def fig_policies(model, args) -> dict:
@@ -182,7 +248,8 @@ def plot_depth(points, off, model, args) -> None:
     _save(fig, model, args, "depth")
 
 
-FIGURES = {"ksweep": fig_ksweep, "strategies": fig_strategies, "depth": fig_depth, "policies": fig_policies}
+FIGURES = {"ksweep": fig_ksweep, "strategies": fig_strategies, "depth": fig_depth, "drift": fig_drift,
+           "policies": fig_policies}
 
 
 def main(argv=None) -> int:

@@ -25,5 +25,6 @@ for m in smollm2-135m gemma3-270m qwen2.5-coder-0.5b; do
     step python benchmarks/figures.py ksweep $m --windows 6 $T
     step python benchmarks/figures.py strategies $m --windows 6 $T
     step python benchmarks/figures.py depth $m --windows 6 $T
+    step python benchmarks/figures.py drift $m --windows 4 $T
 done
 step python benchmarks/figures.py policies smollm2-135m --windows 6 $T

@@ -103,6 +103,10 @@ void llama_log_set(ggml_log_callback log_callback, void * user_data);
 const char * llama_print_system_info(void);
 bool llama_supports_gpu_offload(void);
 size_t ggml_backend_dev_count(void);
+const char * ggml_get_name(const void * tensor);
+size_t ggml_nbytes(const void * tensor);
+int64_t ggml_nelements(const void * tensor);
+void ggml_backend_tensor_get(const void * tensor, void * data, size_t offset, size_t size);
 
 struct llama_model_params   llama_model_default_params(void);
 struct llama_context_params llama_context_default_params(void);

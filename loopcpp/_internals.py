@@ -149,11 +149,35 @@ def apply_chat_template(template: str, messages: Sequence[dict], add_assistant: 
     return ffi.unpack(buf, n).decode("utf-8", errors="replace")
 
 
+class TensorTap:
+    """llama.cpp's eval callback, keeping copies of the graph tensors whose names are asked for
+    (e.g. "l_out-16", a layer's output) in the order the graph computes them. F32 tensors only."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = set(names)
+        self.captured: dict[str, list[np.ndarray]] = {}
+        self.callback = ffi.callback("bool(void *, bool, void *)", self._on_tensor)
+
+    def _on_tensor(self, tensor, ask, _user_data) -> bool:
+        name = ffi.string(lib.ggml_get_name(tensor)).decode()
+        if ask:
+            return name in self.names
+        n = lib.ggml_nelements(tensor)
+        if lib.ggml_nbytes(tensor) == 4 * n:
+            buf = np.empty(n, dtype=np.float32)
+            lib.ggml_backend_tensor_get(tensor, ffi.from_buffer(buf), 0, 4 * n)
+            self.captured.setdefault(name, []).append(buf)
+        return True
+
+
 class ContextHandle(_Owner):
     def __init__(self, model: ModelHandle, n_ctx: int, n_batch: int, n_ubatch: int, n_threads: int,
                  n_threads_batch: int, type_k: Optional[int], type_v: Optional[int],
-                 flash_attn: Optional[bool]) -> None:
+                 flash_attn: Optional[bool], tap: Optional[TensorTap] = None) -> None:
         params = lib.llama_context_default_params()
+        if tap is not None:
+            params.cb_eval = ffi.cast("void *", tap.callback)
+            self.tap = tap  # the callback must live as long as the context
         params.n_ctx = n_ctx
         params.n_batch = n_batch
         params.n_ubatch = n_ubatch

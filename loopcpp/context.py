@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
-from ._internals import ContextHandle, SamplerHandle
+from ._internals import ContextHandle, SamplerHandle, TensorTap
 from .errors import ContextFullError, LoopConfigError
 from .loop import LoopConfig, LoopLike, as_loop_config
 
@@ -63,12 +63,15 @@ class Context:
     loop: None leaves the loop to LOOPCPP_LOOP / the model's loopcpp.loop metadata; a LoopConfig,
     a spec string ("15:18x3", "auto", "off") or a dict sets it (and wins over both).
     type_k / type_v: KV cache types ("f16" default, "f32" for exact comparisons).
+    capture: names of graph tensors to copy out at each eval (e.g. "l_out-16", layer 16's
+    output), then in `captured`: name -> list of (n_tokens, width) arrays in compute order.
     """
 
     def __init__(self, model: "Model", n_ctx: int = 2048, n_batch: int = 512, n_ubatch: int = 512,
                  n_threads: Optional[int] = None, n_threads_batch: Optional[int] = None,
                  type_k: Optional[str] = None, type_v: Optional[str] = None,
-                 flash_attn: Optional[bool] = None, loop: LoopLike = None) -> None:
+                 flash_attn: Optional[bool] = None, loop: LoopLike = None,
+                 capture: Optional[Sequence[str]] = None) -> None:
         for name, v in (("n_ctx", n_ctx), ("n_batch", n_batch), ("n_ubatch", n_ubatch)):
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name}={v!r} must be a positive int")
@@ -78,10 +81,11 @@ class Context:
         loop_cfg = as_loop_config(loop)  # validate before any native work
         threads = n_threads or _cpu_threads()
         self.model = model
+        self._tap = TensorTap(capture) if capture else None
         self._h = ContextHandle(
             model._h, n_ctx, n_batch, min(n_ubatch, n_batch), threads, n_threads_batch or threads,
             GGML_TYPES.get(type_k) if type_k else None, GGML_TYPES.get(type_v) if type_v else None,
-            flash_attn,
+            flash_attn, self._tap,
         )
         self.n_ctx: int = self._h.n_ctx
         self.n_batch: int = self._h.n_batch
@@ -137,6 +141,8 @@ class Context:
                 f"{len(tokens)} tokens do not fit: {self.n_past} of {self.n_ctx} context positions are used "
                 "(create the context with a larger n_ctx, or reset())"
             )
+        if self._tap is not None:
+            self._tap.captured.clear()
         try:
             out = self._h.decode(tokens, self.n_past, logits)
             self._ubatch_starts += self._ubatch_split(self.n_past, len(tokens))
@@ -144,6 +150,15 @@ class Context:
         finally:
             self._sync()
         return out
+
+    @property
+    def captured(self) -> dict[str, list[np.ndarray]]:
+        """The tensors named in `capture` from the last eval, as (n_tokens, width) float32 arrays."""
+        if self._tap is None:
+            return {}
+        width = self.model.n_embd
+        return {k: [v.reshape(-1, width) if v.size % width == 0 else v for v in vs]
+                for k, vs in self._tap.captured.items()}
 
     def _ubatch_split(self, pos0: int, n: int) -> list[int]:
         """Where llama.cpp starts ubatches for n tokens at pos0: every n_ubatch tokens within

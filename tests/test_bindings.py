@@ -196,3 +196,21 @@ def test_looped_generation_does_not_depend_on_what_the_cache_held(tiny_models):
         assert tokens(fresh, prompt) == a
     assert a == b
     assert len(c) == 8
+
+
+def test_capture_copies_named_layer_outputs(tiny_models):
+    """`capture` taps the graph: the unlooped output of layer 2, and in a naive block loop over
+    layers 1..2 one copy per evaluation, the first of which is that same unlooped output (the first
+    evaluation of the window is g(x0)), bit for bit."""
+    model = tiny_models["llama"]
+    tokens = [5, 9, 17, 33, 65]
+    with model.context(n_ctx=64, capture=["l_out-2"], type_k="f32", type_v="f32", flash_attn=False) as ctx:
+        ctx.eval(tokens, logits="none")
+        (plain,) = ctx.captured["l_out-2"]
+        ctx.set_loop("1:2x3,naive")
+        ctx.eval(tokens, logits="none")
+        looped = ctx.captured["l_out-2"]
+    assert plain.shape == (5, model.n_embd)
+    assert len(looped) == 3
+    assert np.array_equal(looped[0], plain)
+    assert not np.allclose(looped[2], plain)
