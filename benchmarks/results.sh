@@ -5,26 +5,30 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 T="--threads 2"
 step() { echo; echo "### $*"; "$@"; }
+best() { python -c "import json,sys; d=json.load(open(sys.argv[1])); print(d['chosen'] or d['best'])" "$1"; }
+MC="--task arc_easy --task arc_challenge --task openbookqa --task csqa --task piqa"
 
-# recipes found by `loopcpp tune` on dev data (the first half of the BoolQ passages)
-step loopcpp tune smollm2-135m --json docs/results/tune-smollm2.json $T
-step loopcpp tune qwen2.5-coder-0.5b --json docs/results/tune-qwen05.json $T
-
+# SmolLM2-135M: the recipe `loopcpp tune` finds on dev data (the first half of the BoolQ passages)
+[ -f docs/results/tune-smollm2.json ] || step loopcpp tune smollm2-135m --json docs/results/tune-smollm2.json $T
+TUNED=$(best docs/results/tune-smollm2.json)
 # accuracy on held-out test items: the default recipe and the tuned one against the unlooped model
-for m in smollm2-135m qwen2.5-coder-0.5b; do
-    tuned=$(python -c "import json,sys; d=json.load(open(sys.argv[1])); print(d['chosen'] or d['best'])" \
-            docs/results/tune-$( [ $m = smollm2-135m ] && echo smollm2 || echo qwen05).json)
-    step loopcpp eval $m --loop auto --loop "$tuned" --task arc_easy --task arc_challenge --task openbookqa \
-        --task csqa --task piqa --limit 300 --json docs/results/acc-$m.json $T
-    step loopcpp eval $m --loop auto --loop "$tuned" --task mmlu --format mc --limit 600 \
-        --json docs/results/mmlu-$m.json $T
+step loopcpp eval smollm2-135m --loop auto --loop "$TUNED" $MC --limit 200 --json docs/results/acc-smollm2.json $T
+# the paper's figures 1-4
+for f in ksweep drift depth strategies; do
+    step python benchmarks/figures.py $f smollm2-135m --windows 6 $T
 done
-
-# the paper's figures
-for m in smollm2-135m gemma3-270m qwen2.5-coder-0.5b; do
-    step python benchmarks/figures.py ksweep $m --windows 6 $T
-    step python benchmarks/figures.py strategies $m --windows 6 $T
-    step python benchmarks/figures.py depth $m --windows 6 $T
-    step python benchmarks/figures.py drift $m --windows 4 $T
+# a model of 1B or more: Qwen2.5-Coder-1.5B, the default recipe
+step loopcpp eval qwen2.5-coder-1.5b --loop auto --task ppl --task arc_easy --limit 100 \
+    --json docs/results/acc-qwen15.json $T
+# figure 5: where the cache policy and the decode mode act
+step python benchmarks/figures.py policies smollm2-135m --windows 6 --gen-limit 100 $T
+step loopcpp eval smollm2-135m --loop auto --loop "$TUNED" --task mmlu --format mc --limit 300 \
+    --json docs/results/mmlu-smollm2.json $T
+# Qwen2.5-Coder-0.5B and Gemma-3-270M
+step loopcpp eval qwen2.5-coder-0.5b --loop auto $MC --limit 100 --json docs/results/acc-qwen05.json $T
+for m in qwen2.5-coder-0.5b gemma3-270m; do
+    for f in ksweep depth; do
+        step python benchmarks/figures.py $f $m --windows 4 $T
+    done
 done
-step python benchmarks/figures.py policies smollm2-135m --windows 6 $T
+step loopcpp eval qwen2.5-coder-0.5b --loop auto --task mmlu --format mc --limit 200 --json docs/results/mmlu-qwen05.json $T

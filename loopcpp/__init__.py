@@ -7,7 +7,8 @@ Runge-Kutta), inside llama.cpp's graph, on quantized GGUF models.
 __version__ = "0.1.0"
 
 from .errors import (  # noqa: E402
-    ContextError, ContextFullError, DecodeError, LibraryError, LoopConfigError, LoopcppError, ModelLoadError,
+    BusyError, ClosedError, ContextError, ContextFullError, DecodeError, LibraryError, LoopConfigError, LoopcppError,
+    ModelLoadError,
 )
 from .loop import LoopConfig  # noqa: E402
 from .model import Model  # noqa: E402
@@ -22,7 +23,7 @@ def llama_cpp_lib_path() -> str:
 
 
 __all__ = [
-    "Context", "ContextError", "ContextFullError", "DecodeError", "LibraryError", "LoopConfig",
+    "BusyError", "ClosedError", "Context", "ContextError", "ContextFullError", "DecodeError", "LibraryError", "LoopConfig",
     "LoopConfigError", "LoopcppError", "Model", "ModelLoadError", "Sampling", "Token", "__version__",
     "include_dir", "lib_dir", "llama_cpp_lib_path",
 ]

@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ._lib import ffi, lib, log, last_loop_error
-from .errors import ContextError, DecodeError, LoopConfigError, ModelLoadError
+from .errors import ClosedError, ContextError, DecodeError, LoopConfigError, ModelLoadError
 
 def _sized_call(ctype: str, cap: int, call):
     """call(buf, cap) with a buffer of cap items; llama.cpp answers -needed when it is too small,
@@ -27,9 +27,18 @@ def _sized_call(ctype: str, cap: int, call):
 
 class _Owner:
     _ptr = ffi.NULL
+    what = "object"  # how errors name it
 
     def _free(self, ptr) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
+
+    @property
+    def ptr(self):
+        """The native pointer; every use goes through here, so a closed owner raises instead of
+        handing llama.cpp a freed object."""
+        if self._ptr == ffi.NULL:
+            raise ClosedError(f"this {self.what} is closed")
+        return self._ptr
 
     def close(self) -> None:
         ptr, self._ptr = self._ptr, ffi.NULL
@@ -40,10 +49,6 @@ class _Owner:
     def closed(self) -> bool:
         return self._ptr == ffi.NULL
 
-    def _check_open(self) -> None:
-        if self._ptr == ffi.NULL:
-            raise ValueError(f"{type(self).__name__} is closed")
-
     def __del__(self) -> None:
         try:
             self.close()
@@ -52,6 +57,8 @@ class _Owner:
 
 
 class ModelHandle(_Owner):
+    what = "Model"
+
     def __init__(self, path: str, n_gpu_layers: int, use_mmap: bool, vocab_only: bool, repack: bool = True) -> None:
         if not os.path.isfile(path):
             raise ModelLoadError(f"model file not found: {path}")
@@ -67,45 +74,50 @@ class ModelHandle(_Owner):
             reason = log.recent_errors() or "llama.cpp could not load it"
             raise ModelLoadError(f"could not load model {path}: {reason}")
         self._ptr = ptr
-        self.vocab = lib.llama_model_get_vocab(ptr)
+        self._vocab = lib.llama_model_get_vocab(ptr)
+
+    @property
+    def vocab(self):
+        self.ptr  # the vocabulary is freed with the model
+        return self._vocab
 
     def _free(self, ptr) -> None:
         lib.llama_model_free(ptr)
 
     # metadata
-    def n_layer(self) -> int: return lib.llama_model_n_layer(self._ptr)
-    def n_embd(self) -> int: return lib.llama_model_n_embd(self._ptr)
-    def n_head(self) -> int: return lib.llama_model_n_head(self._ptr)
-    def n_head_kv(self) -> int: return lib.llama_model_n_head_kv(self._ptr)
-    def n_ctx_train(self) -> int: return lib.llama_model_n_ctx_train(self._ptr)
-    def n_swa(self) -> int: return lib.llama_model_n_swa(self._ptr)
+    def n_layer(self) -> int: return lib.llama_model_n_layer(self.ptr)
+    def n_embd(self) -> int: return lib.llama_model_n_embd(self.ptr)
+    def n_head(self) -> int: return lib.llama_model_n_head(self.ptr)
+    def n_head_kv(self) -> int: return lib.llama_model_n_head_kv(self.ptr)
+    def n_ctx_train(self) -> int: return lib.llama_model_n_ctx_train(self.ptr)
+    def n_swa(self) -> int: return lib.llama_model_n_swa(self.ptr)
     def n_vocab(self) -> int: return lib.llama_vocab_n_tokens(self.vocab)
-    def size(self) -> int: return lib.llama_model_size(self._ptr)
-    def n_params(self) -> int: return lib.llama_model_n_params(self._ptr)
+    def size(self) -> int: return lib.llama_model_size(self.ptr)
+    def n_params(self) -> int: return lib.llama_model_n_params(self.ptr)
     def bos(self) -> int: return lib.llama_vocab_bos(self.vocab)
     def eos(self) -> int: return lib.llama_vocab_eos(self.vocab)
     def add_bos(self) -> bool: return bool(lib.llama_vocab_get_add_bos(self.vocab))
     def is_eog(self, token: int) -> bool: return bool(lib.llama_vocab_is_eog(self.vocab, token))
-    def loop_supported(self) -> bool: return bool(lib.llama_loop_arch_supported(self._ptr))
+    def loop_supported(self) -> bool: return bool(lib.llama_loop_arch_supported(self.ptr))
 
     def desc(self) -> str:
         buf = ffi.new("char[]", 256)
-        lib.llama_model_desc(self._ptr, buf, 256)
+        lib.llama_model_desc(self.ptr, buf, 256)
         return ffi.string(buf).decode(errors="replace")
 
     def metadata(self) -> dict[str, str]:
         out = {}
         key = ffi.new("char[]", 256)
-        for i in range(lib.llama_model_meta_count(self._ptr)):
-            lib.llama_model_meta_key_by_index(self._ptr, i, key, 256)
-            n = lib.llama_model_meta_val_str_by_index(self._ptr, i, ffi.NULL, 0)
+        for i in range(lib.llama_model_meta_count(self.ptr)):
+            lib.llama_model_meta_key_by_index(self.ptr, i, key, 256)
+            n = lib.llama_model_meta_val_str_by_index(self.ptr, i, ffi.NULL, 0)
             val = ffi.new("char[]", max(n, 0) + 1)
-            lib.llama_model_meta_val_str_by_index(self._ptr, i, val, max(n, 0) + 1)
+            lib.llama_model_meta_val_str_by_index(self.ptr, i, val, max(n, 0) + 1)
             out[ffi.string(key).decode(errors="replace")] = ffi.string(val).decode(errors="replace")
         return out
 
     def chat_template(self) -> Optional[str]:
-        t = lib.llama_model_chat_template(self._ptr, ffi.NULL)
+        t = lib.llama_model_chat_template(self.ptr, ffi.NULL)
         return None if t == ffi.NULL else ffi.string(t).decode(errors="replace")
 
     def tokenize(self, text: bytes, add_special: bool, parse_special: bool) -> list[int]:
@@ -126,7 +138,7 @@ class ModelHandle(_Owner):
         return ffi.unpack(buf, max(n, 0))
 
     def default_loop(self):
-        return lib.llama_loop_default_params(self._ptr)
+        return lib.llama_loop_default_params(self.ptr)
 
 
 def apply_chat_template(template: str, messages: Sequence[dict], add_assistant: bool) -> str:
@@ -171,9 +183,12 @@ class TensorTap:
 
 
 class ContextHandle(_Owner):
+    what = "Context"
+
     def __init__(self, model: ModelHandle, n_ctx: int, n_batch: int, n_ubatch: int, n_threads: int,
                  n_threads_batch: int, type_k: Optional[int], type_v: Optional[int],
                  flash_attn: Optional[bool], tap: Optional[TensorTap] = None) -> None:
+        model_ptr = model.ptr  # a closed model raises here, not inside llama.cpp
         params = lib.llama_context_default_params()
         if tap is not None:
             params.cb_eval = ffi.cast("void *", tap.callback)
@@ -190,7 +205,7 @@ class ContextHandle(_Owner):
         if flash_attn is not None:
             params.flash_attn_type = 1 if flash_attn else 0  # LLAMA_FLASH_ATTN_TYPE_ENABLED / DISABLED
         log.clear()
-        ptr = lib.llama_init_from_model(model._ptr, params)
+        ptr = lib.llama_init_from_model(model_ptr, params)
         if ptr == ffi.NULL:
             reason = log.recent_errors(1).split("failed to initialize the context: ")[-1]
             reason = reason or "llama.cpp refused the parameters"
@@ -204,6 +219,12 @@ class ContextHandle(_Owner):
         self._batch = lib.llama_batch_init(self.n_batch, 0, 1)
         self.has_logits = False  # whether the last decode computed logits for its last token
 
+    @property
+    def ptr(self):
+        ptr = _Owner.ptr.fget(self)
+        self.model.ptr  # a context never outlives its model's weights
+        return ptr
+
     def _free(self, ptr) -> None:
         lib.llama_batch_free(self._batch)
         lib.llama_free(ptr)
@@ -211,7 +232,7 @@ class ContextHandle(_Owner):
     def decode(self, tokens: Sequence[int], pos0: int, want: str) -> Optional[np.ndarray]:
         """Evaluates tokens at positions pos0..; returns logits for "all", "last" or "none";
         "sample" computes the last logits for the sampler without copying them out."""
-        self._check_open()
+        ctx = self.ptr  # before touching the batch, which is freed with the context
         self.has_logits = False
         out = [] if want == "all" else None
         n = len(tokens)
@@ -227,7 +248,7 @@ class ContextHandle(_Owner):
                 last = start + i == n - 1
                 b.logits[i] = 1 if (want == "all" or (want in ("last", "sample") and last)) else 0
             log.clear()  # so that an error message quotes this decode's log only
-            rc = lib.llama_decode(self._ptr, b)
+            rc = lib.llama_decode(ctx, b)
             if rc != 0:
                 raise DecodeError(_decode_error(rc))
             if want == "all":
@@ -243,42 +264,42 @@ class ContextHandle(_Owner):
         rows = np.empty((n, self.n_vocab), dtype=np.float32)
         for r in range(n):
             idx = -1 if last_only else r
-            p = lib.llama_get_logits_ith(self._ptr, idx)
+            p = lib.llama_get_logits_ith(self.ptr, idx)
             if p == ffi.NULL:
                 raise DecodeError("llama.cpp returned no logits for this position")
             rows[r] = np.frombuffer(ffi.buffer(p, 4 * self.n_vocab), dtype=np.float32)
         return rows
 
     def memory_clear(self) -> None:
-        lib.llama_memory_clear(lib.llama_get_memory(self._ptr), True)
+        lib.llama_memory_clear(lib.llama_get_memory(self.ptr), True)
         self.has_logits = False
 
     def seq_rm(self, p0: int) -> bool:
-        return bool(lib.llama_memory_seq_rm(lib.llama_get_memory(self._ptr), 0, p0, -1))
+        return bool(lib.llama_memory_seq_rm(lib.llama_get_memory(self.ptr), 0, p0, -1))
 
     def pos_max(self) -> int:
-        return lib.llama_memory_seq_pos_max(lib.llama_get_memory(self._ptr), 0)
+        return lib.llama_memory_seq_pos_max(lib.llama_get_memory(self.ptr), 0)
 
     def state(self) -> bytes:
-        n = lib.llama_state_seq_get_size(self._ptr, 0)
+        n = lib.llama_state_seq_get_size(self.ptr, 0)
         buf = ffi.new("uint8_t[]", n)
-        n = lib.llama_state_seq_get_data(self._ptr, buf, n, 0)
+        n = lib.llama_state_seq_get_data(self.ptr, buf, n, 0)
         return bytes(ffi.buffer(buf, n))
 
     def loop_set(self, params) -> None:
-        if lib.llama_loop_set(self._ptr, params) != 0:
+        if lib.llama_loop_set(self.ptr, params) != 0:
             raise LoopConfigError(last_loop_error())
 
     def loop_get(self):
         p = ffi.new("struct llama_loop_params *")
-        lib.llama_loop_get(self._ptr, p)
+        lib.llama_loop_get(self.ptr, p)
         return p[0]
 
     def sample(self, sampler: "SamplerHandle") -> int:
         # llama_sampler_sample aborts the process when the last decode produced no logits
         if not self.has_logits:
             raise DecodeError("nothing to sample from: the last evaluation computed no logits")
-        return lib.llama_sampler_sample(sampler._ptr, self._ptr, -1)
+        return lib.llama_sampler_sample(sampler.ptr, self.ptr, -1)
 
 
 def _decode_error(rc: int) -> str:
@@ -293,6 +314,8 @@ def _decode_error(rc: int) -> str:
 
 class SamplerHandle(_Owner):
     """A llama.cpp sampler chain: greedy when temperature <= 0, else top-k, top-p, min-p, temp, dist."""
+
+    what = "sampler"
 
     def __init__(self, temperature: float, top_k: int, top_p: float, min_p: float, seed: int) -> None:
         ptr = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
@@ -313,4 +336,4 @@ class SamplerHandle(_Owner):
         lib.llama_sampler_free(ptr)
 
     def accept(self, token: int) -> None:
-        lib.llama_sampler_accept(self._ptr, token)
+        lib.llama_sampler_accept(self.ptr, token)

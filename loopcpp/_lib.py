@@ -51,37 +51,47 @@ def _open():
 
 
 class _Log:
-    """Keeps llama.cpp's recent log lines (for error messages) and prints those at or above a level."""
+    """Keeps llama.cpp's recent log lines (for error messages) and prints those at or above a level.
+
+    Lines are kept per thread: llama.cpp logs on the thread that calls it, so an error message
+    built on one thread quotes that thread's log only, never another's."""
 
     def __init__(self) -> None:
-        self.lines: collections.deque[str] = collections.deque(maxlen=64)
         self.level = int(os.environ.get("LOOPCPP_LOG_LEVEL", GGML_LOG_LEVEL_ERROR + 1))
-        self._lock = threading.Lock()
-        self._partial = ""
-        self._last_level = 0
+        self._local = threading.local()
+
+    def _state(self):
+        st = self._local
+        if not hasattr(st, "lines"):
+            st.lines = collections.deque(maxlen=64)
+            st.partial = ""
+            st.last_level = 0
+        return st
+
+    @property
+    def lines(self) -> collections.deque:
+        return self._state().lines
 
     def write(self, level: int, text: str) -> None:
+        st = self._state()
         if level == GGML_LOG_LEVEL_CONT:
-            level = self._last_level
-        self._last_level = level
-        with self._lock:
-            self._partial += text
-            while "\n" in self._partial:
-                line, self._partial = self._partial.split("\n", 1)
-                self.lines.append(line)
+            level = st.last_level
+        st.last_level = level
+        st.partial += text
+        while "\n" in st.partial:
+            line, st.partial = st.partial.split("\n", 1)
+            st.lines.append(line)
         if level >= self.level:
             sys.stderr.write(text)
 
     def recent_errors(self, n: int = 3) -> str:
         """The last few lines that look like reasons, for exception messages."""
-        with self._lock:
-            lines = [l.strip() for l in self.lines if l.strip()]
+        lines = [l.strip() for l in self.lines if l.strip()]
         picked = [l for l in lines if "error" in l.lower() or "failed" in l.lower() or "unsupported" in l.lower()]
         return "; ".join((picked or lines)[-n:])
 
     def clear(self) -> None:
-        with self._lock:
-            self.lines.clear()
+        self.lines.clear()
 
 
 lib = _open()

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import codecs
+import functools
 import os
 import random
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
 from ._internals import ContextHandle, SamplerHandle, TensorTap
-from .errors import ContextFullError, LoopConfigError
+from .errors import BusyError, ContextFullError, LoopConfigError
 from .loop import LoopConfig, LoopLike, as_loop_config
 
 if TYPE_CHECKING:
@@ -57,6 +59,22 @@ def _cpu_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def _exclusive(method):
+    """Gives a method the context to itself: another thread waits for the current call; while a
+    generation is in progress (between its tokens) the call is refused, as it would change the
+    cache under that generation."""
+
+    @functools.wraps(method)
+    def guarded(self, *args, **kwargs):
+        with self._lock:
+            if self._streaming:
+                raise BusyError(f"{method.__name__}() while a generation is in progress on this context: "
+                                "finish or close() that generator first")
+            return method(self, *args, **kwargs)
+
+    return guarded
+
+
 class Context:
     """A llama.cpp context (KV cache + compute) on a Model, with an optional loop.
 
@@ -79,6 +97,8 @@ class Context:
             if v is not None and v not in GGML_TYPES:
                 raise ValueError(f"{name}={v!r} is not one of {', '.join(GGML_TYPES)}")
         loop_cfg = as_loop_config(loop)  # validate before any native work
+        self._lock = threading.RLock()
+        self._streaming = False
         threads = n_threads or _cpu_threads()
         self.model = model
         self._tap = TensorTap(capture) if capture else None
@@ -87,6 +107,7 @@ class Context:
             GGML_TYPES.get(type_k) if type_k else None, GGML_TYPES.get(type_v) if type_v else None,
             flash_attn, self._tap,
         )
+        model._contexts.add(self)  # closing the model closes this context first
         self.n_ctx: int = self._h.n_ctx
         self.n_batch: int = self._h.n_batch
         self.n_ubatch: int = self._h.n_ubatch
@@ -102,6 +123,7 @@ class Context:
         """The active loop, resolved for this model (LoopConfig.off() when looping is off)."""
         return LoopConfig.from_c(self._h.loop_get())
 
+    @_exclusive
     def set_loop(self, loop: LoopLike, clear: bool = True) -> None:
         """Sets the loop ("off" or None turns it off).
 
@@ -116,21 +138,29 @@ class Context:
             )
         self._h.loop_set(cfg.to_c())
         if clear:
-            self.reset()
+            self._reset()
 
     # --- evaluation --------------------------------------------------------------------------
     @property
     def n_past(self) -> int:
         return len(self.tokens)
 
+    @_exclusive
     def reset(self) -> None:
         """Empties the KV cache."""
+        self._reset()
+
+    def _reset(self) -> None:
         self._h.memory_clear()
         self.tokens = []
         self._ubatch_starts = []
 
+    @_exclusive
     def eval(self, tokens: Sequence[int], logits: str = "last") -> Optional[np.ndarray]:
         """Appends tokens to the cache; returns logits for "last" (n_vocab,), "all" (n, n_vocab) or "none"."""
+        return self._eval(tokens, logits)
+
+    def _eval(self, tokens: Sequence[int], logits: str) -> Optional[np.ndarray]:
         if logits not in ("last", "all", "none", "sample"):
             raise ValueError(f"logits={logits!r} must be 'last', 'all' or 'none'")
         tokens = self.model._check_tokens(tokens)
@@ -193,18 +223,19 @@ class Context:
             n = max((b for b in self._ubatch_starts if b <= n), default=0)
         if n < len(self.tokens):
             if not self._h.seq_rm(n):
-                self.reset()
+                self._reset()
                 n = 0
             self._truncate(n)
-        self.eval(prompt[n:], logits="sample")
+        self._eval(prompt[n:], logits="sample")
 
+    @_exclusive
     def perplexity(self, tokens: Sequence[int]) -> float:
         """Perplexity of tokens[1:] given their prefixes, evaluated from an empty cache."""
         tokens = list(tokens)
         if len(tokens) < 2:
             raise ValueError("perplexity needs at least two tokens")
-        self.reset()
-        logits = self.eval(tokens, logits="all").astype(np.float64)
+        self._reset()
+        logits = self._eval(tokens, logits="all").astype(np.float64)
         logits -= logits.max(axis=1, keepdims=True)
         logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
         nll = -logp[np.arange(len(tokens) - 1), tokens[1:]]
@@ -233,8 +264,15 @@ class Context:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.finish_reason = None
         held = ""  # text held back because it may begin a stop string
+        with self._lock:
+            if self._streaming:
+                sampler.close()
+                raise BusyError("another generation is in progress on this context: finish or close() "
+                                "that generator first, or use a second context")
+            self._streaming = True
         try:
-            self._prefill(prompt)
+            with self._lock:
+                self._prefill(prompt)
             for _ in range(max_tokens):
                 token = self._h.sample(sampler)
                 if self.model.is_eog(token):
@@ -253,12 +291,14 @@ class Context:
                 if self.n_past + 1 > self.n_ctx:
                     self.finish_reason = "context"
                     break
-                self.eval([token], logits="sample")
+                with self._lock:
+                    self._eval([token], logits="sample")
             else:
                 self.finish_reason = "length"
             if held and self.finish_reason != "stop":
                 yield Token(-1, held)
         finally:
+            self._streaming = False
             sampler.close()
 
     def complete(self, prompt: Union[str, Sequence[int]], **kw) -> str:
@@ -281,7 +321,9 @@ class Context:
 
     # --- lifetime ----------------------------------------------------------------------------
     def close(self) -> None:
-        self._h.close()
+        """Frees the context. A generation in progress stops at its next token (ClosedError)."""
+        with self._lock:  # never under a decode running on another thread
+            self._h.close()
 
     @property
     def closed(self) -> bool:
@@ -293,6 +335,7 @@ class Context:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    @_exclusive
     def kv_state(self) -> bytes:
         """The serialized cache of sequence 0 (llama_state_seq_get_data), for comparisons."""
         return self._h.state()

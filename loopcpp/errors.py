@@ -27,3 +27,11 @@ class ContextFullError(DecodeError):
 
 class LoopConfigError(LoopcppError, ValueError):
     """A loop configuration or spec string is invalid for this model."""
+
+
+class ClosedError(LoopcppError, ValueError):
+    """A Model or Context was used after close() (as a file is: a ValueError)."""
+
+
+class BusyError(ContextError):
+    """A context is in the middle of a generation that has not finished."""

@@ -111,9 +111,7 @@ class Model:
         """A new inference context; see Context for the parameters (n_ctx, n_batch, loop, ...)."""
         from .context import Context
 
-        ctx = Context(self, **kwargs)
-        self._contexts.add(ctx)
-        return ctx
+        return Context(self, **kwargs)
 
     def close(self) -> None:
         for ctx in list(self._contexts):
