@@ -35,3 +35,6 @@ uint32_t llama_loop_extra_nodes(const llama_loop_state & state, uint32_t base, u
 // At context creation: applies LOOPCPP_LOOP, else the model's "loopcpp.loop" metadata.
 // Throws std::runtime_error with the reason if the recipe is invalid for this context.
 void llama_loop_init_context(llama_context * ctx);
+
+// Turns the loop of ctx off, with a warning, before llama_opt_init sets it up for training.
+void llama_loop_stop_for_training(llama_context * ctx);

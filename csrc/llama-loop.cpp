@@ -12,6 +12,9 @@
 
 #include <cmath>
 #include <cstdio>
+#include <iomanip>
+#include <locale>
+#include <sstream>
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
@@ -61,6 +64,9 @@ void resolve(const llama_model & model, llama_loop_params & p) {
     if (p.mode == LLAMA_LOOP_MODE_AUTO) {
         p.mode = is_moe(model) ? LLAMA_LOOP_MODE_LAYER : LLAMA_LOOP_MODE_BLOCK;
     }
+    if (p.mode == LLAMA_LOOP_MODE_LAYER) {
+        p.freeze_routing = false; // layer mode routes each MoE layer once anyway
+    }
 }
 
 bool parse_int(const std::string & s, int32_t & out) {
@@ -76,13 +82,29 @@ bool parse_int(const std::string & s, int32_t & out) {
     return true;
 }
 
+// Numbers in spec strings are read and written in the C locale whatever the host's locale is: a
+// German-locale process must read "beta=0.5" as one half, and write it so.
 bool parse_float(const std::string & s, float & out) {
-    if (s.empty()) {
+    if (s.empty() || s.find_first_of(" \t") != std::string::npos) {
         return false;
     }
-    char * end = nullptr;
-    out = std::strtof(s.c_str(), &end);
-    return end == s.c_str() + s.size() && std::isfinite(out);
+    std::istringstream in(s);
+    in.imbue(std::locale::classic());
+    in >> out;
+    return !in.fail() && in.peek() == EOF && std::isfinite(out);
+}
+
+std::string format_float(float v) {
+    for (int precision : { 6, 9 }) { // short when that round-trips, else exact
+        std::ostringstream out;
+        out.imbue(std::locale::classic());
+        out << std::setprecision(precision) << v;
+        float back = 0.0f;
+        if (parse_float(out.str(), back) && back == v) {
+            return out.str();
+        }
+    }
+    return std::to_string(v);
 }
 
 std::string trim(const std::string & s) {
@@ -115,37 +137,41 @@ bool parse_window(const std::string & item, llama_loop_params & p) {
            parse_int(win.substr(colon + 1), p.end);
 }
 
-bool parse_option(const std::string & item, llama_loop_params & p) {
+// The option groups of a spec string; each may be given once.
+enum option_group { OPT_MODE, OPT_INTEGRATOR, OPT_BETA, OPT_KV, OPT_DECODE, OPT_FREEZE, OPT_NONE };
+
+// Parses one option into p; returns its group, or OPT_NONE if it is not an option.
+option_group parse_option(const std::string & item, llama_loop_params & p) {
     const size_t eq = item.find('=');
     const std::string key = item.substr(0, eq);
     const std::string val = eq == std::string::npos ? "" : item.substr(eq + 1);
     if (eq == std::string::npos) {
-        if (key == "block")  { p.mode = LLAMA_LOOP_MODE_BLOCK;  return true; }
-        if (key == "layer")  { p.mode = LLAMA_LOOP_MODE_LAYER;  return true; }
-        if (key == "naive")  { p.integrator = LLAMA_LOOP_INTEGRATOR_NAIVE; return true; }
-        if (key == "euler")  { p.integrator = LLAMA_LOOP_INTEGRATOR_EULER; return true; }
-        if (key == "rk")     { p.integrator = LLAMA_LOOP_INTEGRATOR_RK;    return true; }
-        if (key == "freeze") { p.freeze_routing = true; return true; }
-        return false;
+        if (key == "block")  { p.mode = LLAMA_LOOP_MODE_BLOCK;  return OPT_MODE; }
+        if (key == "layer")  { p.mode = LLAMA_LOOP_MODE_LAYER;  return OPT_MODE; }
+        if (key == "naive")  { p.integrator = LLAMA_LOOP_INTEGRATOR_NAIVE; return OPT_INTEGRATOR; }
+        if (key == "euler")  { p.integrator = LLAMA_LOOP_INTEGRATOR_EULER; return OPT_INTEGRATOR; }
+        if (key == "rk")     { p.integrator = LLAMA_LOOP_INTEGRATOR_RK;    return OPT_INTEGRATOR; }
+        if (key == "freeze") { p.freeze_routing = true; return OPT_FREEZE; }
+        return OPT_NONE;
     }
     if (key == "beta") {
-        return parse_float(val, p.beta);
+        return parse_float(val, p.beta) ? OPT_BETA : OPT_NONE;
     }
     if (key == "kv") {
-        if (val == "first") { p.kv = LLAMA_LOOP_KV_FIRST; return true; }
-        if (val == "last")  { p.kv = LLAMA_LOOP_KV_LAST;  return true; }
-        return false;
+        if (val == "first") { p.kv = LLAMA_LOOP_KV_FIRST; return OPT_KV; }
+        if (val == "last")  { p.kv = LLAMA_LOOP_KV_LAST;  return OPT_KV; }
+        return OPT_NONE;
     }
     if (key == "decode") {
-        if (val == "bypass") { p.decode = LLAMA_LOOP_DECODE_BYPASS; return true; }
-        if (val == "full")   { p.decode = LLAMA_LOOP_DECODE_FULL;   return true; }
+        if (val == "bypass") { p.decode = LLAMA_LOOP_DECODE_BYPASS; return OPT_DECODE; }
+        if (val == "full")   { p.decode = LLAMA_LOOP_DECODE_FULL;   return OPT_DECODE; }
         if (val.rfind("first:", 0) == 0) {
             p.decode = LLAMA_LOOP_DECODE_FIRST_N;
-            return parse_int(val.substr(6), p.decode_n);
+            return parse_int(val.substr(6), p.decode_n) ? OPT_DECODE : OPT_NONE;
         }
-        return false;
+        return OPT_NONE;
     }
-    return false;
+    return OPT_NONE;
 }
 
 // Range checks that need no model.
@@ -183,17 +209,68 @@ int32_t check_values(const llama_loop_params & p) {
     return ok();
 }
 
-// The active recipe from LOOPCPP_LOOP or the model metadata, logged and applied to ctx.
+int32_t set_loop(llama_context * ctx, const llama_loop_params * params, bool reserve);
+
+// The recipe from LOOPCPP_LOOP or the model metadata, logged and applied to ctx. One that does not
+// fit this model (a window outside it, an architecture that cannot loop) is ignored with a
+// warning: a global LOOPCPP_LOOP must not break every model it does not fit, and the API's own
+// choice (llama_loop_set after creation) still wins.
 void apply_recipe(llama_context * ctx, const std::string & spec, const char * source) {
     const llama_model & model = ctx->get_model();
     llama_loop_params p;
     if (llama_loop_parse(&model, spec.c_str(), &p) != LLAMA_LOOP_OK ||
-        llama_loop_set(ctx, &p) != LLAMA_LOOP_OK) {
-        throw std::runtime_error(std::string("loopcpp: invalid loop from ") + source + ": " + g_last_error);
+        set_loop(ctx, &p, /*reserve =*/ false) != LLAMA_LOOP_OK) {
+        LLAMA_LOG_WARN("loopcpp: ignoring the loop from %s for this model: %s\n", source, g_last_error.c_str());
+        return;
     }
     char buf[256];
     llama_loop_format(&ctx->get_cparams().loop.params, buf, sizeof(buf));
     LLAMA_LOG_INFO("loopcpp: loop %s (from %s)\n", buf, source);
+}
+
+int32_t set_loop(llama_context * ctx, const llama_loop_params * params, bool reserve) {
+    if (!ctx || !params) {
+        return fail(LLAMA_LOOP_ERR_INVALID, "ctx and params must not be NULL");
+    }
+    const llama_model & model = ctx->get_model();
+    const int32_t rc = llama_loop_validate(&model, params);
+    if (rc != LLAMA_LOOP_OK) {
+        return rc;
+    }
+    llama_loop_params p = *params;
+    if (p.n_steps > 1) {
+        if (ctx->get_cparams().training) {
+            return fail(LLAMA_LOOP_ERR_UNSUPPORTED, "looping is not available while training");
+        }
+        llama_memory_t mem = ctx->get_memory();
+        if (mem && !dynamic_cast<llama_kv_cache *>(mem) && !dynamic_cast<llama_kv_cache_iswa *>(mem)) {
+            return fail(LLAMA_LOOP_ERR_UNSUPPORTED, "looping needs a plain KV cache; recurrent and hybrid memory are not supported");
+        }
+        resolve(model, p);
+    } else {
+        p = llama_loop_off_params();
+    }
+    llama_loop_state state;
+    state.params     = p;
+    state.looped_now = p.decode != LLAMA_LOOP_DECODE_BYPASS; // reserve a looped decode graph if one can occur
+    const llama_loop_state prev = ctx->get_cparams().loop;
+    ctx->set_loop(state);
+    if (reserve) {
+        // allocate the looped graph now, where a failure can still be undone, not inside llama_decode
+        try {
+            ctx->sched_reserve();
+        } catch (const std::exception & e) {
+            ctx->set_loop(prev);
+            try {
+                ctx->sched_reserve();
+            } catch (const std::exception &) {
+                // the previous graph fitted before; if it no longer does, llama_decode reports it
+            }
+            return fail(LLAMA_LOOP_ERR_ALLOC, std::string("cannot allocate the looped graph (the context keeps its "
+                        "previous loop): ") + e.what());
+        }
+    }
+    return ok();
 }
 
 } // namespace
@@ -270,6 +347,14 @@ void llama_loop_init_context(llama_context * ctx) {
     }
 }
 
+void llama_loop_stop_for_training(llama_context * ctx) {
+    if (ctx->get_cparams().loop.active()) {
+        LLAMA_LOG_WARN("loopcpp: training runs the unmodified model: the context's loop is turned off\n");
+        const llama_loop_params off = llama_loop_off_params();
+        set_loop(ctx, &off, /*reserve =*/ false); // opt_init reserves the training graph itself
+    }
+}
+
 //
 // public API
 //
@@ -316,12 +401,27 @@ int32_t llama_loop_parse(const llama_model * model, const char * spec, llama_loo
         return fail(LLAMA_LOOP_ERR_INVALID, prefix + "bad window \"" + items[0] +
                     "\"; expected S:E or S:ExK (e.g. 15:18x3), auto, autoxK or off");
     }
+    std::string given[OPT_NONE]; // the item that set each group
     for (size_t i = 1; i < items.size(); ++i) {
-        if (!parse_option(items[i], p)) {
+        const option_group g = parse_option(items[i], p);
+        if (g == OPT_NONE) {
             return fail(LLAMA_LOOP_ERR_INVALID, prefix + "bad option \"" + items[i] +
                         "\"; expected block, layer, naive, euler, rk, beta=F, kv=first|last, "
                         "decode=bypass|full|first:N or freeze");
         }
+        if (!given[g].empty()) {
+            return fail(LLAMA_LOOP_ERR_INVALID, prefix + "\"" + items[i] + "\" " +
+                        (given[g] == items[i] ? "is repeated" : "conflicts with \"" + given[g] + "\""));
+        }
+        given[g] = items[i];
+    }
+    // options that would do nothing are refused rather than silently ignored
+    if (!given[OPT_BETA].empty() && p.integrator != LLAMA_LOOP_INTEGRATOR_RK) {
+        return fail(LLAMA_LOOP_ERR_INVALID, prefix + "\"" + given[OPT_BETA] + "\" only applies to the rk integrator");
+    }
+    if (!given[OPT_FREEZE].empty() && p.mode == LLAMA_LOOP_MODE_LAYER) {
+        return fail(LLAMA_LOOP_ERR_INVALID, prefix + "\"freeze\" applies to block mode; layer mode always "
+                    "routes each MoE layer once");
     }
     if (check_values(p) != LLAMA_LOOP_OK) {
         return fail(LLAMA_LOOP_ERR_INVALID, prefix + g_last_error);
@@ -334,6 +434,12 @@ int32_t llama_loop_parse(const llama_model * model, const char * spec, llama_loo
 }
 
 int32_t llama_loop_format(const llama_loop_params * p, char * buf, size_t size) {
+    if (!p) {
+        return fail(LLAMA_LOOP_ERR_INVALID, "params must not be NULL");
+    }
+    if (check_values(*p) != LLAMA_LOOP_OK) { // the name tables below are indexed by the enums
+        return LLAMA_LOOP_ERR_INVALID;
+    }
     std::string s;
     if (p->n_steps <= 1) {
         s = "off";
@@ -345,13 +451,8 @@ int32_t llama_loop_format(const llama_loop_params * p, char * buf, size_t size) 
         }
         const char * integrators[] = { "naive", "euler", "rk" };
         s += std::string(",") + integrators[p->integrator];
-        if (p->integrator == LLAMA_LOOP_INTEGRATOR_RK || p->beta != 0.5f) { // keep a set beta for the round trip
-            char b[32];
-            snprintf(b, sizeof(b), "%g", p->beta);
-            if (std::strtof(b, nullptr) != p->beta) {
-                snprintf(b, sizeof(b), "%.9g", p->beta); // exact float round trip
-            }
-            s += std::string(",beta=") + b;
+        if (p->integrator == LLAMA_LOOP_INTEGRATOR_RK) {
+            s += ",beta=" + format_float(p->beta);
         }
         s += p->kv == LLAMA_LOOP_KV_FIRST ? ",kv=first" : ",kv=last";
         switch (p->decode) {
@@ -359,7 +460,7 @@ int32_t llama_loop_format(const llama_loop_params * p, char * buf, size_t size) 
             case LLAMA_LOOP_DECODE_FULL:    s += ",decode=full";   break;
             case LLAMA_LOOP_DECODE_FIRST_N: s += ",decode=first:" + std::to_string(p->decode_n); break;
         }
-        if (p->freeze_routing) {
+        if (p->freeze_routing && p->mode != LLAMA_LOOP_MODE_LAYER) { // layer mode always freezes
             s += ",freeze";
         }
     }
@@ -370,6 +471,9 @@ int32_t llama_loop_format(const llama_loop_params * p, char * buf, size_t size) 
 }
 
 bool llama_loop_arch_supported(const llama_model * model) {
+    if (!model) {
+        return false;
+    }
     switch (model->arch) {
         case LLM_ARCH_LLAMA:
         case LLM_ARCH_QWEN2:
@@ -405,35 +509,13 @@ int32_t llama_loop_validate(const llama_model * model, const llama_loop_params *
 }
 
 int32_t llama_loop_set(llama_context * ctx, const llama_loop_params * params) {
-    if (!ctx || !params) {
-        return fail(LLAMA_LOOP_ERR_INVALID, "ctx and params must not be NULL");
-    }
-    const llama_model & model = ctx->get_model();
-    const int32_t rc = llama_loop_validate(&model, params);
-    if (rc != LLAMA_LOOP_OK) {
-        return rc;
-    }
-    llama_loop_params p = *params;
-    if (p.n_steps > 1) {
-        if (ctx->get_cparams().training) {
-            return fail(LLAMA_LOOP_ERR_UNSUPPORTED, "looping is not available while training");
-        }
-        llama_memory_t mem = ctx->get_memory();
-        if (mem && !dynamic_cast<llama_kv_cache *>(mem) && !dynamic_cast<llama_kv_cache_iswa *>(mem)) {
-            return fail(LLAMA_LOOP_ERR_UNSUPPORTED, "looping needs a plain KV cache; recurrent and hybrid memory are not supported");
-        }
-        resolve(model, p);
-    } else {
-        p = llama_loop_off_params();
-    }
-    llama_loop_state state;
-    state.params     = p;
-    state.looped_now = p.decode != LLAMA_LOOP_DECODE_BYPASS; // reserve a looped decode graph if one can occur
-    ctx->set_loop(state);
-    return ok();
+    return set_loop(ctx, params, /*reserve =*/ true);
 }
 
 int32_t llama_loop_get(const llama_context * ctx, llama_loop_params * params) {
+    if (!ctx) {
+        return fail(LLAMA_LOOP_ERR_INVALID, "ctx must not be NULL");
+    }
     const llama_loop_state & state = ctx->get_cparams().loop;
     if (params) {
         *params = state.params;
@@ -442,6 +524,9 @@ int32_t llama_loop_get(const llama_context * ctx, llama_loop_params * params) {
 }
 
 void llama_loop_clear(llama_context * ctx) {
+    if (!ctx) {
+        return;
+    }
     llama_loop_params off = llama_loop_off_params();
     llama_loop_set(ctx, &off);
 }

@@ -63,7 +63,7 @@ class _Log:
     def _state(self):
         st = self._local
         if not hasattr(st, "lines"):
-            st.lines = collections.deque(maxlen=64)
+            st.lines = collections.deque(maxlen=256)
             st.partial = ""
             st.last_level = 0
         return st

@@ -60,6 +60,11 @@ class LoopConfig:
         if self.kv not in KV_POLICIES:
             raise LoopConfigError(f"kv={self.kv!r} is not one of {', '.join(KV_POLICIES)}")
         _decode_code(self.decode)
+        # what would do nothing is refused, as in the spec grammar
+        if self.integrator != "rk" and self.beta != 0.5:
+            raise LoopConfigError(f"beta={self.beta!r} only applies to the rk integrator, not {self.integrator}")
+        if self.freeze_routing and self.mode == "layer":
+            raise LoopConfigError("freeze_routing applies to block mode; layer mode always routes each MoE layer once")
 
     @property
     def enabled(self) -> bool:
@@ -85,8 +90,9 @@ class LoopConfig:
         window = (None, None) if p.start < 0 else (p.start, p.end)
         return cls(
             start=window[0], end=window[1], steps=p.n_steps, mode=MODES[p.mode],
-            integrator=INTEGRATORS[p.integrator], beta=round(float(p.beta), 6), kv=KV_POLICIES[p.kv],
-            decode=decode, freeze_routing=bool(p.freeze_routing),
+            integrator=INTEGRATORS[p.integrator],
+            beta=round(float(p.beta), 6) if p.integrator == INTEGRATORS.index("rk") else 0.5, kv=KV_POLICIES[p.kv],
+            decode=decode, freeze_routing=bool(p.freeze_routing) and p.mode != MODES.index("layer"),
         )
 
     def to_c(self):

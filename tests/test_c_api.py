@@ -18,7 +18,7 @@ def loop_api_exe(tmp_path_factory):
     exe = tmp_path_factory.mktemp("capi") / "loop_api"
     src = Path(__file__).parent / "c" / "loop_api.c"
     lib = loopcpp.lib_dir()
-    subprocess.run([cc, str(src), "-I", str(loopcpp.include_dir()), "-L", str(lib), "-lllama",
+    subprocess.run([cc, str(src), "-I", str(loopcpp.include_dir()), "-L", str(lib), "-lllama", "-lggml-base",
                     f"-Wl,-rpath,{lib}", "-o", str(exe)], check=True)
     return exe
 

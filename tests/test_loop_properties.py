@@ -136,18 +136,42 @@ def test_metadata_recipe_and_precedence(tmp_path, monkeypatch):
     ("2:4x0", "K = 0"),
     ("2:4x3,beta=2", "beta"),
     ("2:4x3,warp", "bad option \"warp\""),
-    ("", "empty window"),
+    (",euler", "empty window"),
 ])
-def test_invalid_environment_variable_fails_context_creation_cleanly(spec, needle, tiny_models, monkeypatch):
-    monkeypatch.setenv("LOOPCPP_LOOP", spec or " ")
-    if not spec:
-        monkeypatch.setenv("LOOPCPP_LOOP", ",euler")
-    with pytest.raises(loopcpp.ContextError, match="LOOPCPP_LOOP"):
-        try:
-            tiny_models["llama"].context(n_ctx=64)
-        except loopcpp.ContextError as e:
-            assert needle in str(e), str(e)
-            raise
+def test_an_environment_recipe_that_does_not_fit_is_ignored_with_a_warning(spec, needle, tiny_models, monkeypatch):
+    """A global LOOPCPP_LOOP must not break every model it does not fit: the context is created
+    unlooped and the log says why; an explicit API choice still works."""
+    from loopcpp import _lib
+
+    monkeypatch.setenv("LOOPCPP_LOOP", spec)
+    _lib.log.clear()
+    with tiny_models["llama"].context(n_ctx=64) as ctx:
+        assert not ctx.loop.enabled
+    warning = next(l for l in _lib.log.lines if "ignoring the loop from LOOPCPP_LOOP" in l)
+    assert needle in warning, warning
+    with tiny_models["llama"].context(n_ctx=64, loop="1:2x2") as ctx:
+        assert (ctx.loop.start, ctx.loop.steps) == (1, 2)
+
+
+def test_a_metadata_recipe_that_does_not_fit_is_ignored(tmp_path, monkeypatch):
+    from loopcpp import _lib
+
+    path = tinymodels.write(tinymodels.TinySpec("qwen2"), tmp_path / "m.gguf", loop_recipe="20:23x3")
+    with loopcpp.Model(path) as m:
+        _lib.log.clear()
+        with m.context(n_ctx=64) as ctx:
+            assert not ctx.loop.enabled
+        assert any("ignoring the loop from GGUF metadata loopcpp.loop" in l and "outside the model" in l
+                   for l in _lib.log.lines)
+        with m.context(n_ctx=64, loop="off") as ctx:
+            assert not ctx.loop.enabled
+
+
+def test_an_empty_environment_variable_means_no_recipe(tmp_path, monkeypatch):
+    path = tinymodels.write(tinymodels.TinySpec("qwen2"), tmp_path / "m.gguf", loop_recipe="2:3x2,euler")
+    monkeypatch.setenv("LOOPCPP_LOOP", "")
+    with loopcpp.Model(path) as m, m.context(n_ctx=64) as ctx:
+        assert not ctx.loop.enabled  # the metadata's recipe is not used either
 
 
 @pytest.mark.parametrize("arch", tinymodels.ARCHS)

@@ -91,8 +91,11 @@ def tensors(spec: TinySpec) -> dict[str, np.ndarray]:
     return t
 
 
-def write(spec: TinySpec, path: Path, loop_recipe: str | None = None) -> Path:
-    """Writes the GGUF; loop_recipe, if given, becomes the loopcpp.loop metadata key."""
+def write(spec: TinySpec, path: Path, loop_recipe: str | None = None, duplicate_token: bool = False,
+          drop: tuple[str, ...] = ()) -> Path:
+    """Writes the GGUF; loop_recipe, if given, becomes the loopcpp.loop metadata key.
+    Broken files for the bad-input tests: duplicate_token repeats a token string in the
+    vocabulary; drop leaves those tensors out."""
     import gguf
 
     a = spec.arch
@@ -121,6 +124,8 @@ def write(spec: TinySpec, path: Path, loop_recipe: str | None = None) -> Path:
         w.add_uint32(f"{a}.attention.sliding_window_pattern", spec.swa_pattern)
         w.add_float32(f"{a}.rope.freq_base_swa", spec.rope_base_swa)
     tokens, scores, types = _vocab(spec.n_vocab)
+    if duplicate_token:
+        tokens[-1] = tokens[-2]
     w.add_tokenizer_model("llama")
     w.add_token_list(tokens)
     w.add_token_scores(scores)
@@ -132,7 +137,8 @@ def write(spec: TinySpec, path: Path, loop_recipe: str | None = None) -> Path:
     if loop_recipe is not None:
         w.add_string("loopcpp.loop", loop_recipe)
     for name, arr in tensors(spec).items():
-        w.add_tensor(name, arr)
+        if name not in drop:
+            w.add_tensor(name, arr)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

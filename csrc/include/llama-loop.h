@@ -7,6 +7,10 @@
 //
 // Configuration sources, highest precedence first: llama_loop_set(), the LOOPCPP_LOOP
 // environment variable (read when a context is created), the GGUF metadata key "loopcpp.loop".
+// A recipe from the environment or the metadata that does not fit the model being loaded is
+// ignored with a warning in the log; it never makes context creation fail. LOOPCPP_LOOP set but
+// empty means "no recipe": the metadata's is not used either. llama_opt_init turns a context's loop
+// off (training runs the unmodified model), and llama_loop_set refuses to loop while training.
 // All three use the spec-string grammar, e.g. "15:18x3", "15:18x3,layer,euler",
 // "12:15x4,rk,beta=0.3,kv=last,decode=full", "auto", "off".
 #pragma once
@@ -27,6 +31,7 @@ extern "C" {
 #define LLAMA_LOOP_OK            0
 #define LLAMA_LOOP_ERR_INVALID  -1 // a value out of range or a malformed spec string
 #define LLAMA_LOOP_ERR_UNSUPPORTED -2 // architecture, memory type or context that cannot loop
+#define LLAMA_LOOP_ERR_ALLOC    -3 // the looped graph's compute buffers could not be allocated
 
 enum llama_loop_mode {
     LLAMA_LOOP_MODE_AUTO  = 0, // block for dense models, layer for MoE models
@@ -75,28 +80,30 @@ LLAMA_API struct llama_loop_params llama_loop_default_params(const struct llama_
 LLAMA_API int32_t llama_loop_parse(const struct llama_model * model, const char * spec, struct llama_loop_params * params);
 
 // Writes the canonical spec string of *params into buf (NUL-terminated, truncated to size).
-// Returns the length it needs, excluding the NUL.
+// Returns the length it needs, excluding the NUL, or LLAMA_LOOP_ERR_INVALID for NULL or
+// out-of-range params.
 LLAMA_API int32_t llama_loop_format(const struct llama_loop_params * params, char * buf, size_t size);
 
 // Checks *params against `model` without touching a context: window inside the model, K in
 // [1, LLAMA_LOOP_MAX_STEPS], beta in [0, 1], enums in range, architecture converted.
 LLAMA_API int32_t llama_loop_validate(const struct llama_model * model, const struct llama_loop_params * params);
 
-// Sets the loop of `ctx` (validated first; on error the context keeps its loop). Takes effect at the
-// next decode; tokens already in the cache keep the K/V they were stored with. Returns a code above.
+// Sets the loop of `ctx` (validated first, and its graph reserved now: on any error, including
+// LLAMA_LOOP_ERR_ALLOC, the context keeps its previous loop). Takes effect at the next decode;
+// tokens already in the cache keep the K/V they were stored with. Returns a code above.
 LLAMA_API int32_t llama_loop_set(struct llama_context * ctx, const struct llama_loop_params * params);
 
 // Copies the active loop of `ctx` (resolved: concrete window and mode) into *params.
-// Returns 1 if a loop is active (n_steps > 1), 0 if looping is off.
+// Returns 1 if a loop is active (n_steps > 1), 0 if looping is off, LLAMA_LOOP_ERR_INVALID if ctx is NULL.
 LLAMA_API int32_t llama_loop_get(const struct llama_context * ctx, struct llama_loop_params * params);
 
-// Turns looping off for `ctx` (same as n_steps = 1).
+// Turns looping off for `ctx` (same as n_steps = 1); NULL is ignored.
 LLAMA_API void llama_loop_clear(struct llama_context * ctx);
 
 // The reason for the last error of a llama_loop_* call on this thread ("" if none).
 LLAMA_API const char * llama_loop_last_error(void);
 
-// Whether `model`'s architecture has a loop-capable graph builder.
+// Whether `model`'s architecture has a loop-capable graph builder (false for NULL).
 LLAMA_API bool llama_loop_arch_supported(const struct llama_model * model);
 
 // loopcpp's version string, e.g. "0.1.0".

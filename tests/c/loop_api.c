@@ -2,6 +2,7 @@
 // validation with error codes and messages, set/get/clear, and a looped decode.
 // Usage: loop_api MODEL.gguf   (prints "N passed, M failed"; exit status 1 on any failure)
 #include "llama-loop.h"
+#include "ggml-opt.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -73,6 +74,18 @@ int main(int argc, char ** argv) {
     check(llama_decode(ctx, llama_batch_get_one(tokens, 6)) == 0, "looped decode");
     llama_loop_clear(ctx);
     check(llama_loop_get(ctx, &got) == 0, "clear turns looping off");
+
+    // training runs the unmodified model: llama_opt_init turns the loop off, and no loop is set after
+    check(llama_loop_parse(model, "1:2x2", &p) == LLAMA_LOOP_OK && llama_loop_set(ctx, &p) == LLAMA_LOOP_OK, "loop before training");
+    struct llama_opt_params op;
+    memset(&op, 0, sizeof(op));
+    op.param_filter   = llama_opt_param_filter_all;
+    op.get_opt_pars   = ggml_opt_get_default_optimizer_params;
+    op.optimizer_type = GGML_OPT_OPTIMIZER_TYPE_ADAMW;
+    llama_opt_init(ctx, model, op);
+    check(llama_loop_get(ctx, &got) == 0, "llama_opt_init turns the loop off");
+    check(llama_loop_set(ctx, &p) == LLAMA_LOOP_ERR_UNSUPPORTED, "no loop while training");
+    check(strstr(llama_loop_last_error(), "training") != NULL, "the message says why");
 
     llama_free(ctx);
     llama_model_free(model);

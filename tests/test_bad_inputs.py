@@ -1,0 +1,111 @@
+"""Bad model files and bad inputs, each in a subprocess: a process killed by a signal fails the
+test, a clear exception passes. What a desktop app's user can hand the library must never take
+the app down."""
+
+import os
+import struct
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import tinymodels
+
+
+def run(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120)
+
+
+def load_fails_cleanly(path, needle: str = "") -> str:
+    r = run(f"""
+        import loopcpp
+        try:
+            loopcpp.Model({str(path)!r})
+        except loopcpp.LoopcppError as e:
+            print("ERROR:", type(e).__name__, e)
+        else:
+            print("LOADED")
+    """)
+    assert r.returncode == 0, f"exit {r.returncode} (negative: killed by a signal)\n{r.stderr[-1500:]}"
+    assert "ERROR: ModelLoadError" in r.stdout, r.stdout + r.stderr[-500:]
+    assert needle in r.stdout, r.stdout
+    return r.stdout
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory):
+    return tinymodels.write(tinymodels.TinySpec("llama"), tmp_path_factory.mktemp("bad") / "good.gguf").read_bytes()
+
+
+def test_truncated_file(good, tmp_path):
+    for n in (0, 3, 24, len(good) // 2, len(good) - 1):
+        p = tmp_path / f"cut{n}.gguf"
+        p.write_bytes(good[:n])
+        load_fails_cleanly(p)
+
+
+def test_wrong_magic(good, tmp_path):
+    p = tmp_path / "magic.gguf"
+    p.write_bytes(b"GGUX" + good[4:])
+    load_fails_cleanly(p)
+
+
+@pytest.mark.parametrize("offset,value", [(8, 2**62), (16, 2**62), (8, 10**6), (4, 99)])
+def test_corrupted_header_counts(good, tmp_path, offset, value):
+    """The version (offset 4), tensor count (8) and metadata count (16) of the GGUF header."""
+    p = tmp_path / "hdr.gguf"
+    fmt = "<I" if offset == 4 else "<Q"
+    p.write_bytes(good[:offset] + struct.pack(fmt, value) + good[offset + struct.calcsize(fmt):])
+    load_fails_cleanly(p)
+
+
+def test_a_missing_tensor(tmp_path):
+    path = tinymodels.write(tinymodels.TinySpec("llama"), tmp_path / "missing.gguf", drop=("blk.3.ffn_down.weight",))
+    load_fails_cleanly(path, "blk.3.ffn_down.weight")
+
+
+def test_a_directory_and_a_missing_file(tmp_path):
+    load_fails_cleanly(tmp_path, "")
+    load_fails_cleanly(tmp_path / "nothing-here.gguf", "not found")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_an_unreadable_file(good, tmp_path):
+    p = tmp_path / "locked.gguf"
+    p.write_bytes(good)
+    p.chmod(0)
+    load_fails_cleanly(p)
+
+
+def test_a_vocabulary_that_repeats_a_token(tmp_path):
+    """Upstream's loader asserts (id_to_token.size() == token_to_id.size()) and aborts the host;
+    loopcpp's patch turns that into a load error."""
+    path = tinymodels.write(tinymodels.TinySpec("llama"), tmp_path / "dup.gguf", duplicate_token=True)
+    load_fails_cleanly(path, "")
+
+
+@pytest.mark.parametrize("code,needle", [
+    ("m.context(n_ctx=256).eval([5] * 300)", "ContextFullError"),
+    ("m.context(n_ctx=32).eval([])", "ValueError"),
+    ("m.context(n_ctx=32).eval([10**6])", "outside the vocabulary"),
+    ("m.context(n_ctx=32).eval([-1])", "outside the vocabulary"),
+    ("list(m.context(n_ctx=32).generate('', max_tokens=2, add_special=False))", "empty"),
+    ("m.context(n_ctx=10**9)", "ContextError"),
+    ("m.context(n_ctx=2**31 - 1)", "ContextError"),
+    ("m.context(n_ctx=64, n_batch=2**31 - 1).eval([5])", "OK"),  # llama.cpp clamps n_batch to n_ctx
+    ("m.context(n_ctx=-5)", "n_ctx"),
+])
+def test_bad_inputs_raise(tiny_paths, code, needle):
+    r = run(f"""
+        import loopcpp
+        m = loopcpp.Model({str(tiny_paths["llama"])!r})
+        try:
+            {code}
+        except Exception as e:
+            print("ERROR:", type(e).__name__, e)
+        else:
+            print("OK")
+    """)
+    assert r.returncode == 0, f"exit {r.returncode} (negative: killed by a signal)\n{r.stderr[-1500:]}"
+    assert needle in r.stdout, r.stdout + r.stderr[-500:]
