@@ -222,16 +222,17 @@ def plot_ksweep(table, model, args) -> None:
 
 
 def plot_bars(rows, specs, title, model, args, name) -> None:
+    """Each recipe's perplexity change against the unlooped model, with its paired 95 % interval."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 3.5))
-    vals = [rows[sp]["ppl"] for sp in specs]
-    ax.barh(range(len(specs)), vals)
-    ax.axvline(rows[OFF]["ppl"], color="k", lw=1, label="unlooped")
+    d = [rows[sp]["delta_ppl"] for sp in specs]
+    ax.barh(range(len(specs)), [x["value"] for x in d],
+            xerr=[[x["value"] - x["lo"] for x in d], [x["hi"] - x["value"] for x in d]], capsize=3)
+    ax.axvline(0, color="k", lw=1)
     ax.set_yticks(range(len(specs)), [sp.split(",", 1)[1] for sp in specs])
-    ax.set_xscale("log")
-    ax.set_xlabel("perplexity (log scale)")
+    ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xlabel(f"Δ perplexity vs unlooped ({rows[OFF]['ppl']:.2f}), 95 % CI; symlog scale")
     ax.set_title(f"{model.description}: {title}")
-    ax.legend()
     _save(fig, model, args, name)
 
 
