@@ -35,7 +35,7 @@ def ppl_rows(model, specs, args, group: int = 4, **spec_kw) -> dict[str, dict]:
     """Perplexity summary rows by spec (plus "off"), evaluating a few specs per context group."""
     spec = TaskSpec("ppl", corpus=args.corpus, window=args.ctx, limit=args.windows, **spec_kw)
     rows: dict[str, dict] = {}
-    for i in range(0, len(specs), group):
+    for i in range(0, max(1, len(specs)), group):  # no specs: the unlooped model alone
         s = summarize(evaluate(model, specs[i:i + group], spec, n_threads=args.threads), n_resamples=2000)
         rows.update({r["config"]: r for r in s["rows"]})
     return rows

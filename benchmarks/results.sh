@@ -14,14 +14,15 @@ TUNED=$(best docs/results/tune-smollm2.json)
 # accuracy on held-out test items: the default recipe and the tuned one against the unlooped model
 step loopcpp eval smollm2-135m --loop auto --loop "$TUNED" $MC --limit 200 --json docs/results/acc-smollm2.json $T
 # the paper's figures 1-4
-for f in ksweep drift depth strategies; do
-    step python benchmarks/figures.py $f smollm2-135m --windows 6 $T
+step python benchmarks/figures.py ksweep smollm2-135m --windows 6 $T
+for f in drift depth strategies; do
+    step python benchmarks/figures.py $f smollm2-135m --windows 4 $T
 done
 # a model of 1B or more: Qwen2.5-Coder-1.5B, the default recipe
-step loopcpp eval qwen2.5-coder-1.5b --loop auto --task ppl --task arc_easy --limit 100 \
-    --json docs/results/acc-qwen15.json $T
+step loopcpp eval qwen2.5-coder-1.5b --loop auto --task ppl --limit 8 --json docs/results/ppl-qwen15.json $T
+step loopcpp eval qwen2.5-coder-1.5b --loop auto --task arc_easy --limit 60 --json docs/results/acc-qwen15.json $T
 # figure 5: where the cache policy and the decode mode act
-step python benchmarks/figures.py policies smollm2-135m --windows 6 --gen-limit 100 $T
+step python benchmarks/figures.py policies smollm2-135m --windows 4 --gen-limit 60 $T
 step loopcpp eval smollm2-135m --loop auto --loop "$TUNED" --task mmlu --format mc --limit 300 \
     --json docs/results/mmlu-smollm2.json $T
 # Qwen2.5-Coder-0.5B and Gemma-3-270M
