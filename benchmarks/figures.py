@@ -98,8 +98,9 @@ def fig_depth(model, args) -> dict:
     for (frac, _), sp in zip(points, specs):
         d = rows[sp]["delta_ppl"]
         print(f"| {sp.split('x')[0]} | {frac:.2f} | {rows[sp]['ppl']:.3f} | {d['value']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}] |")
-    plot_depth(points, rows[OFF]["ppl"], model, args)
-    return {"width": w, "k": args.k, "off": rows[OFF]["ppl"], "points": points, "best": best}
+    deltas = [rows[sp]["delta_ppl"] for sp in specs]
+    plot_depth(points, deltas, rows[OFF]["ppl"], model, args)
+    return {"width": w, "k": args.k, "off": rows[OFF]["ppl"], "points": points, "deltas": deltas, "best": best}
 
 
 # the graph tensor that holds a window's output, by integrator (the last one computed)
@@ -119,31 +120,29 @@ def fig_drift(model, args) -> dict:
     names = [f"{n}-{e}" for n in OUTPUT_NAMES.values()]
     kw = dict(n_ctx=args.ctx, n_batch=args.ctx, n_ubatch=args.ctx, n_threads=args.threads, capture=names)
 
-    def run(ctx, integ):
-        dist, nll, n = 0.0, 0.0, 0
-        for w, y1 in zip(windows, base_out):
+    def run(ctx, output: str, base=None):
+        """(the window output of each window, its mean relative distance from `base`, the mean
+        next-token NLL)."""
+        outs, dist, nll, n = [], 0.0, 0.0, 0
+        for i, w in enumerate(windows):
             ctx.reset()
             logits = ctx.eval(w, logits="all")
-            y = ctx.captured[f"{OUTPUT_NAMES[integ]}-{e}"][-1] if integ else ctx.captured[f"l_out-{e}"][-1]
-            if y1 is not None:
-                dist += float((np.linalg.norm(y - y1, axis=1) / np.linalg.norm(y1, axis=1)).mean())
+            y = ctx.captured[f"{output}-{e}"][-1]  # the last one computed is the window's output
+            outs.append(y)
+            if base is not None:
+                dist += float((np.linalg.norm(y - base[i], axis=1) / np.linalg.norm(base[i], axis=1)).mean())
             nll += float(metrics.token_nll(logits[:-1], w[1:]).sum())
             n += len(w) - 1
-            if y1 is None:
-                outs.append(y)
-        return dist / len(windows), nll / n
+        return outs, dist / len(windows), nll / n
 
-    outs: list = []
-    base_out = [None] * len(windows)
     with model.context(**kw) as ctx:
-        _, base_nll = run(ctx, None)
-        base_out = outs
+        base, _, base_nll = run(ctx, "l_out")
         curves = {}
-        for integ in OUTPUT_NAMES:
+        for integ, output in OUTPUT_NAMES.items():
             curves[integ] = {1: (0.0, base_nll)}
             for k in K_VALUES[1:]:
                 ctx.set_loop(f"{s}:{e}x{k},{integ}")
-                curves[integ][k] = run(ctx, integ)
+                curves[integ][k] = run(ctx, output, base)[1:]
     print(f"window {s}:{e}; relative distance of the window output from the unlooped one, and next-token NLL")
     print("| K | " + " | ".join(f"{i} distance | {i} NLL" for i in OUTPUT_NAMES) + " |")
     print("|---|" + "---|---|" * len(OUTPUT_NAMES))
@@ -236,16 +235,19 @@ def plot_bars(rows, specs, title, model, args, name) -> None:
     _save(fig, model, args, name)
 
 
-def plot_depth(points, off, model, args) -> None:
+def plot_depth(points, deltas, off, model, args) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 4))
     ax.axvspan(0.43, 0.71, color="tab:green", alpha=0.15, label="paper's best band (0.43-0.71)")
-    ax.plot([p[0] for p in points], [p[1] for p in points], "o-", label=f"rk, K = {args.k}, width 4")
-    ax.axhline(off, color="k", lw=1, label="unlooped")
+    x = [p[0] for p in points]
+    ax.errorbar(x, [d["value"] for d in deltas], yerr=[[d["value"] - d["lo"] for d in deltas],
+                [d["hi"] - d["value"] for d in deltas]], fmt="o-", capsize=2, label=f"rk, K = {args.k}, width 4")
+    ax.axhline(0, color="k", lw=1, label=f"unlooped ({off:.2f})")
+    ax.set_yscale("symlog", linthresh=1.0)
     ax.set_xlabel("window centre / depth")
-    ax.set_ylabel("perplexity")
+    ax.set_ylabel("Δ perplexity, 95 % CI (symlog)")
     ax.set_title(model.description)
-    ax.legend()
+    ax.legend(loc="upper center")
     _save(fig, model, args, "depth")
 
 

@@ -22,7 +22,7 @@ done
 step loopcpp eval qwen2.5-coder-1.5b --loop auto --task ppl --limit 8 --json docs/results/ppl-qwen15.json $T
 step loopcpp eval qwen2.5-coder-1.5b --loop auto --task arc_easy --limit 60 --json docs/results/acc-qwen15.json $T
 # figure 5: where the cache policy and the decode mode act
-step python benchmarks/figures.py policies smollm2-135m --windows 4 --gen-limit 60 $T
+step python benchmarks/figures.py policies smollm2-135m --windows 4 --gen-limit 20 $T
 step loopcpp eval smollm2-135m --loop auto --loop "$TUNED" --task mmlu --format mc --limit 300 \
     --json docs/results/mmlu-smollm2.json $T
 # Qwen2.5-Coder-0.5B and Gemma-3-270M
