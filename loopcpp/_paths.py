@@ -2,11 +2,14 @@
 
 A regular install puts them inside the package directory. An editable install (`pip install -e .`)
 keeps the Python files in the source tree and puts the built parts in site-packages; both
-directories are on the package's __path__, so each part is looked up along it.
+directories are on the package's __path__, so each part is looked up along it. Python started in
+a source checkout with a regular install imports the source tree's package, which has no built
+parts: they are then taken from the installed distribution.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import sys
 from pathlib import Path
@@ -23,6 +26,12 @@ def package_file(name: str) -> Path:
         path = Path(directory) / name
         if path.exists():
             return path
+    try:
+        path = Path(importlib.metadata.distribution(__package__).locate_file(f"{__package__}/{name}"))
+        if path.exists():
+            return path
+    except importlib.metadata.PackageNotFoundError:
+        pass
     raise LibraryError(
         f"loopcpp's built '{name}' is missing: install loopcpp with `pip install .` or "
         "`pip install -e .` (that builds llama.cpp)"
