@@ -18,9 +18,10 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 
 from tqdm import tqdm
+
+from bench_loop import bench_once  # the same pp + tg measurement as the loop bench
 
 
 def measure(model_path: str, n_pp: int, n_tg: int, threads: int | None) -> dict:
@@ -31,15 +32,8 @@ def measure(model_path: str, n_pp: int, n_tg: int, threads: int | None) -> dict:
         n_ctx=n_pp + n_tg + 16, n_batch=n_pp, n_ubatch=n_pp, n_threads=threads
     ) as ctx:
         prompt = [(i * 7919) % (model.n_vocab - 10) + 5 for i in range(n_pp)]
-        ctx.eval(prompt[:32], logits="last")  # warm-up: weights paged in, graphs reserved
-        ctx.reset()
-        t0 = time.perf_counter()
-        ctx.eval(prompt, logits="last")
-        pp = n_pp / (time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        for i in range(n_tg):
-            ctx.eval([prompt[i]], logits="last")
-        tg = n_tg / (time.perf_counter() - t0)
+        bench_once(ctx, prompt[:32], 4)  # warm-up: weights paged in, graphs reserved
+        pp, tg = bench_once(ctx, prompt, n_tg)
         info = loopcpp._lib.ffi.string(loopcpp._lib.lib.llama_print_system_info()).decode().strip()
     return {"pp_tps": pp, "tg_tps": tg, "system_info": info}
 

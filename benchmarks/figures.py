@@ -42,9 +42,7 @@ def ppl_rows(model, specs, args, group: int = 4, **spec_kw) -> dict[str, dict]:
 
 
 def default_window(model) -> tuple[int, int]:
-    cfg = loopcpp.LoopConfig.parse("auto")
-    with model.context(n_ctx=16, loop=cfg) as ctx:
-        return ctx.loop.start, ctx.loop.end
+    return model.default_loop.start, model.default_loop.end
 
 
 def fig_ksweep(model, args) -> dict:

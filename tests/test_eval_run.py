@@ -137,7 +137,7 @@ def test_tune_prunes_confirms_on_dev_and_reports_on_test(tiny_models, tmp_path):
     from loopcpp.evals.tune import candidates, tune
 
     grid = candidates(6, moe=False)
-    assert len(grid) == len(set(grid)) and all(LoopConfigOK(s) for s in grid)
+    assert len(grid) == len(set(grid)) and all(loopcpp.LoopConfig.parse(s).enabled for s in grid)
     text = tmp_path / "t.txt"
     text.write_text("\n".join(" ".join(f"w{(i * j) % 23}" for j in range(40)) for i in range(60)))
     out = tune(tiny_models["llama"], "ppl", str(text), keep=2, window=32, limit=100, max_kld=10.0,
@@ -147,10 +147,6 @@ def test_tune_prunes_confirms_on_dev_and_reports_on_test(tiny_models, tmp_path):
     assert out["best"] in out["shortlist"] and out["chosen"] in (None, out["best"])
     assert [r["config"] for r in out["test"]["rows"]] == ["off", out["best"]]
     assert out["dev"]["spec"].endswith("-dev") and out["test"]["spec"].endswith("-test")
-
-
-def LoopConfigOK(spec: str) -> bool:
-    return loopcpp.LoopConfig.parse(spec).enabled
 
 
 def test_cli_tune_bakes_what_it_recommends(tiny_paths, tmp_path):

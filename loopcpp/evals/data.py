@@ -15,6 +15,7 @@ halves by a hash of the item id: `dev` and `test`.
 
 from __future__ import annotations
 
+import ast
 import gzip
 import hashlib
 import io
@@ -260,8 +261,6 @@ def _answers(doc: dict) -> list[str]:
         if v is None:
             continue
         if isinstance(v, str) and v.startswith("["):  # stored as a Python literal
-            import ast
-
             try:
                 v = ast.literal_eval(v)
             except (ValueError, SyntaxError):

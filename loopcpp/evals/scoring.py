@@ -100,7 +100,7 @@ def score_window(logits: np.ndarray, window: Sequence[int]) -> dict:
 
 def compare_window(base_logits: np.ndarray, logits: np.ndarray, window: Sequence[int]) -> dict:
     """What a loop changes on one window against the unlooped logits: NLL, KL(base || loop) per
-    position (kept as a small sorted sample for the median and the 99th percentile), top-1 agreement."""
+    position (kept, a float per token, for the median and the 99th percentile), top-1 agreement."""
     kl = kl_divergence(base_logits, logits)
     return {**score_window(logits, window), "kl_sum": float(kl.sum()), "kl": np.round(kl, 6).tolist(),
             "top1_same": int((base_logits.argmax(-1) == logits.argmax(-1)).sum())}

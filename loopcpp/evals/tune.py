@@ -66,8 +66,8 @@ def prune(model: Model, specs: Sequence[str], tokens: Sequence[int], window: int
         raise ValueError(f"the dev text is shorter than one window of {window} tokens")
     with model.context(n_ctx=window, n_batch=window, n_ubatch=window, n_threads=n_threads) as ctx:
         base = [scoring.window_logits(ctx, w) for w in windows]
-        base_nll = sum(scoring.score_window(b, w)["nll_sum"] for b, w in zip(base, windows))
-        n = sum(len(w) - len(w) // 2 - 1 for w in windows)
+        scores = [scoring.score_window(b, w) for b, w in zip(base, windows)]
+        base_nll, n = sum(r["nll_sum"] for r in scores), sum(r["n"] for r in scores)
         out = []
         for spec in tqdm(specs, desc="prune", unit="recipe", disable=not progress, file=sys.stderr):
             ctx.set_loop(spec)
