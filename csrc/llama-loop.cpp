@@ -2,6 +2,7 @@
 // state that the patched llama_context consults.
 #include "llama-loop.h"
 #include "llama-loop-state.h"
+#include "llama-hardening.h"
 
 #include "llama-batch.h"
 #include "llama-context.h"
@@ -257,6 +258,7 @@ int32_t set_loop(llama_context * ctx, const llama_loop_params * params, bool res
     ctx->set_loop(state);
     if (reserve) {
         // allocate the looped graph now, where a failure can still be undone, not inside llama_decode
+        llama_assert_scope assert_scope;
         try {
             ctx->sched_reserve();
         } catch (const std::exception & e) {

@@ -14,12 +14,15 @@ import numpy as np
 from ._lib import ffi, lib, log, last_loop_error
 from .errors import ClosedError, ContextError, DecodeError, LoopConfigError, ModelLoadError
 
+_CALL_FAILED = -2**31  # INT32_MIN: the vocabulary calls' error value (see llama-vocab.cpp)
+
+
 def _sized_call(ctype: str, cap: int, call):
     """call(buf, cap) with a buffer of cap items; llama.cpp answers -needed when it is too small,
     so retry once at that size. Returns (buf, n)."""
     buf = ffi.new(f"{ctype}[]", cap)
     n = call(buf, cap)
-    if n < 0:
+    if n < 0 and n != _CALL_FAILED:
         buf = ffi.new(f"{ctype}[]", -n)
         n = call(buf, -n)
     return buf, n
@@ -124,7 +127,7 @@ class ModelHandle(_Owner):
         buf, n = _sized_call("llama_token", len(text) + 8, lambda b, cap: lib.llama_tokenize(
             self.vocab, text, len(text), b, cap, add_special, parse_special))
         if n < 0:
-            raise ValueError("tokenization failed")
+            raise ValueError(f"tokenization failed: {log.recent_errors(1) or 'see the llama.cpp log'}")
         return list(ffi.unpack(buf, n))
 
     def token_to_piece(self, token: int, special: bool) -> bytes:

@@ -1,0 +1,62 @@
+#include "llama-hardening.h"
+
+#include "llama-hparams.h"
+
+#include "ggml.h"
+
+#include <cmath>
+
+#include <cstdio>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+
+#ifndef _WIN32
+extern "C" void ggml_print_backtrace(void); // ggml-impl.h; exported by libggml-base on ELF and Mach-O
+#endif
+
+namespace {
+
+thread_local int n_scopes = 0;              // scopes alive on this thread
+ggml_abort_callback_t previous_callback = nullptr;
+
+void on_ggml_abort(const char * message) {
+    if (n_scopes > 0) {
+        // unwinds through ggml_abort (C, built with -fexceptions) into the loader's catch
+        throw std::runtime_error(std::string("ggml assert: ") + message);
+    }
+    if (previous_callback) {
+        previous_callback(message);
+        return;
+    }
+    // ggml's default when no callback is set; ggml_abort calls abort() after we return
+    fprintf(stderr, "%s\n", message);
+#ifndef _WIN32
+    ggml_print_backtrace();
+#endif
+}
+
+} // namespace
+
+llama_assert_scope::llama_assert_scope() {
+    static std::once_flag installed;
+    std::call_once(installed, [] { previous_callback = ggml_set_abort_callback(on_ggml_abort); });
+    n_scopes++;
+}
+
+llama_assert_scope::~llama_assert_scope() {
+    n_scopes--;
+}
+
+void llama_check_hparams(const llama_hparams & hparams) {
+    const struct { const char * name; float value; } eps[] = {
+        { "layer_norm_epsilon",       hparams.f_norm_eps },
+        { "layer_norm_rms_epsilon",   hparams.f_norm_rms_eps },
+        { "group_norm_epsilon",       hparams.f_norm_group_eps },
+    };
+    for (const auto & e : eps) {
+        if (!(e.value >= 0.0f) || !std::isfinite(e.value)) { // ggml's norm ops assert eps >= 0
+            throw std::runtime_error(std::string("invalid ") + e.name + ": " + std::to_string(e.value));
+        }
+    }
+}
