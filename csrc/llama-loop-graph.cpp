@@ -7,9 +7,24 @@
 // (backends run nodes in insertion order), and the cache never grows with K. The writes that
 // must stay (cache policy) are emitted last.
 
+#include "llama-loop-graph.h"
+
+#include "llama-batch.h"
 #include "llama-graph.h"
 #include "llama-kv-cache.h"
-#include "llama-loop-graph.h"
+
+void llm_graph_input_loop_rows::set_input(const llama_ubatch * ubatch) {
+    std::vector<int32_t> rows(ubatch->n_tokens);
+    for (uint32_t i = 0; i < ubatch->n_tokens; ++i) {
+        rows[i] = state.row_loops(*ubatch, i) ? i : ubatch->n_tokens + i;
+    }
+    ggml_backend_tensor_set(idx, rows.data(), 0, ggml_nbytes(idx));
+}
+
+bool llm_graph_input_loop_rows::can_reuse(const llm_graph_params & params) {
+    state = params.cparams.loop; // the graph is the same; the decisions are the new ubatch's
+    return idx->ne[0] == params.ubatch.n_tokens;
+}
 
 namespace {
 
@@ -18,6 +33,17 @@ struct loop_builder {
     const llm_graph_context::llm_layer_fn & layer;
     const llama_loop_params & p;
     llama_loop_graph & hooks;
+    ggml_tensor * rows = nullptr; // per-row choice (llm_graph_input_loop_rows), null when every row loops
+
+    // Row i of looped where row i loops, else row i of natural.
+    ggml_tensor * select(ggml_tensor * looped, ggml_tensor * natural) {
+        if (!rows) {
+            return looped;
+        }
+        ggml_tensor * y = ggml_get_rows(g.ctx0, ggml_concat(g.ctx0, looped, natural, 1), rows);
+        g.cb(y, "loop_select", p.end);
+        return y;
+    }
 
     // One evaluation of the window layers [a, b] on x (the operator G of block or layer mode).
     ggml_tensor * eval(int a, int b, ggml_tensor * x) {
@@ -88,12 +114,15 @@ struct loop_builder {
     ggml_tensor * block(ggml_tensor * x0) {
         const bool first_kv = p.kv == LLAMA_LOOP_KV_FIRST; // the first pass is the natural chain
         const auto route = p.freeze_routing ? llama_loop_graph::ROUTE_RECORD : llama_loop_graph::ROUTE_NATURAL;
-        ggml_tensor * y = integrate(p.start, p.end, x0, p.freeze_routing, route, first_kv);
+        ggml_tensor * first = nullptr; // G(x0): the natural window output
+        ggml_tensor * y = integrate(p.start, p.end, x0, p.freeze_routing, route, first_kv, &first);
         ggml_build_forward_expand(g.gf, y);
         if (first_kv) {
             restore_kv(-1);
+        } else {
+            stash(select(y, x0)); // rows that do not loop store the natural chain's K/V
         }
-        return y;
+        return select(y, first);
     }
 
     ggml_tensor * layerwise(ggml_tensor * x0) {
@@ -108,7 +137,7 @@ struct loop_builder {
                 hooks.record_kv = true;
                 h_out = layer(il, h, nullptr);
                 hooks.record_kv = false;
-                if (il < p.end) {
+                if (il < p.end || rows) { // the last one's output is only needed to select rows
                     ggml_build_forward_expand(g.gf, h_out);
                 }
             }
@@ -121,20 +150,26 @@ struct loop_builder {
             }
             h = il == p.start ? first : h_out;
         }
-        return x;
+        if (!first_kv) {
+            // rows that do not loop store the natural chain's K/V, and it gives their output
+            h = stash(select(x, x0));
+        }
+        return select(x, h); // h: the shadow chain, i.e. the natural one
     }
 
-    // kv=last: layer start stores K/V of y, layer start+1 of L_start(y), ...; outputs discarded.
-    void stash(ggml_tensor * y) {
+    // kv=last: layer start stores K/V of y, layer start+1 of L_start(y), ...; the output is only
+    // used (and computed) where some rows do not loop.
+    ggml_tensor * stash(ggml_tensor * y) {
         hooks.route     = llama_loop_graph::ROUTE_NATURAL;
         hooks.record_kv = false;
         ggml_tensor * z = y;
         for (int il = p.start; il <= p.end; ++il) {
             z = layer(il, z, nullptr);
-            if (il < p.end) {
+            if (il < p.end || rows) {
                 ggml_build_forward_expand(g.gf, z);
             }
         }
+        return z;
     }
 };
 
@@ -142,9 +177,8 @@ struct loop_builder {
 
 ggml_tensor * llm_graph_context::build_layer_stack(ggml_tensor * inpL, ggml_tensor * inp_out_ids, const llm_layer_fn & layer) {
     const llama_loop_state & state = cparams.loop;
-    const bool looped = state.active() && (state.looped_now || llama_loop_is_prompt(ubatch));
 
-    if (!looped) {
+    if (!state.active() || state.rows == LLAMA_LOOP_ROWS_NONE) {
         for (int il = 0; il < n_layer; ++il) {
             inpL = layer(il, inpL, il == n_layer - 1 ? inp_out_ids : nullptr);
         }
@@ -162,10 +196,14 @@ ggml_tensor * llm_graph_context::build_layer_stack(ggml_tensor * inpL, ggml_tens
     loop = &hooks;
 
     loop_builder b { *this, layer, p, hooks };
-    ggml_tensor * y = p.mode == LLAMA_LOOP_MODE_LAYER ? b.layerwise(inpL) : b.block(inpL);
-    if (p.kv == LLAMA_LOOP_KV_LAST) {
-        b.stash(y);
+    if (state.rows == LLAMA_LOOP_ROWS_SOME) {
+        auto inp = std::make_unique<llm_graph_input_loop_rows>(state);
+        inp->idx = ggml_new_tensor_1d(ctx0, GGML_TYPE_I32, n_tokens);
+        ggml_set_input(inp->idx);
+        b.rows = inp->idx;
+        res->add_input(std::move(inp));
     }
+    ggml_tensor * y = p.mode == LLAMA_LOOP_MODE_LAYER ? b.layerwise(inpL) : b.block(inpL);
 
     loop = nullptr;
 

@@ -1,10 +1,29 @@
 // loopcpp internals: hooks that llama-graph.cpp calls while a looped window is being built.
 #pragma once
 
+#include "llama-graph.h"
+#include "llama-loop-state.h"
+
 #include <vector>
 
 struct ggml_tensor;
 class llama_kv_cache_context;
+
+// For a ubatch where only some rows loop (LLAMA_LOOP_ROWS_SOME): which rows take the looped
+// states. select() stacks looped and natural states and picks each row with get_rows, an exact
+// copy, so a row that does not loop gets the unmodified model's bits.
+class llm_graph_input_loop_rows : public llm_graph_input_i {
+public:
+    explicit llm_graph_input_loop_rows(const llama_loop_state & state) : state(state) {}
+
+    void set_input(const llama_ubatch * ubatch) override;
+    bool can_reuse(const llm_graph_params & params) override;
+
+    ggml_tensor * idx = nullptr; // I32 [n_tokens]: i for a looped row, n_tokens + i for a natural one
+
+private:
+    llama_loop_state state; // the per-sequence decisions of the ubatch
+};
 
 // One K/V cache write as build_attn emitted it (after any rotation), so it can be emitted again.
 struct llama_loop_kv_write {

@@ -4,6 +4,8 @@
 
 #include "llama-loop.h"
 
+#include <array>
+#include <bitset>
 #include <cstdint>
 
 struct llama_context;
@@ -12,19 +14,36 @@ struct llama_ubatch;
 // Loop off: what every context starts with.
 llama_loop_params llama_loop_off_params();
 
-struct llama_loop_state {
-    llama_loop_params params = llama_loop_off_params(); // resolved: concrete window and mode
-    bool     looped_now = false; // does the ubatch being built loop? (set per ubatch)
-    uint32_t n_decode   = 0;     // decode ubatches since the most recent prompt ubatch
+// Sequence ids a loop state tracks: llama.cpp's LLAMA_MAX_SEQ (checked in llama-loop.cpp).
+#define LLAMA_LOOP_MAX_SEQ 256
 
-    bool active() const { return params.n_steps > 1; }
+// Which rows (tokens) of the ubatch being built loop; the graph differs for each.
+enum llama_loop_rows : uint8_t {
+    LLAMA_LOOP_ROWS_NONE, // the unmodified graph
+    LLAMA_LOOP_ROWS_SOME, // the looped graph, then a per-row choice of looped or natural states
+    LLAMA_LOOP_ROWS_ALL,  // the looped graph
 };
 
-// A prompt ubatch has a sequence contributing two or more tokens; a decode ubatch does not.
-bool llama_loop_is_prompt(const llama_ubatch & ubatch);
+struct llama_loop_state {
+    llama_loop_params params = llama_loop_off_params(); // resolved: concrete window and mode
 
-// Decides whether `ubatch` loops (decode modes bypass / full / first:N) and advances the schedule.
+    // decided per ubatch by llama_loop_begin_ubatch (docs/looping.md, "When the loop runs")
+    llama_loop_rows rows = LLAMA_LOOP_ROWS_SOME;  // SOME until decided: graph reservation builds the largest graph
+    std::bitset<LLAMA_LOOP_MAX_SEQ> seq_loops;      // does sequence s loop in this ubatch?
+    std::array<uint32_t, LLAMA_LOOP_MAX_SEQ> n_decode {}; // per sequence: decode steps since its own last prompt phase
+
+    bool active() const { return params.n_steps > 1; }
+
+    // Does row i of ubatch loop? (any of its sequences does)
+    bool row_loops(const llama_ubatch & ubatch, uint32_t i) const;
+};
+
+// Decides which sequences of `ubatch` loop (decode modes bypass / full / first:N, per sequence)
+// and advances each sequence's decode count.
 void llama_loop_begin_ubatch(llama_loop_state & state, const llama_ubatch & ubatch);
+
+// Before a graph is reserved: the largest looped graph, whatever the last ubatch decided.
+void llama_loop_begin_reserve(llama_loop_state & state);
 
 // True when two states build the same graph topology and constants (graph reuse check).
 bool llama_loop_same_graph(const llama_loop_state & a, const llama_loop_state & b);

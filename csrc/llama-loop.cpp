@@ -17,6 +17,7 @@
 #include <locale>
 #include <sstream>
 #include <cstdlib>
+#include <array>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -252,8 +253,7 @@ int32_t set_loop(llama_context * ctx, const llama_loop_params * params, bool res
         p = llama_loop_off_params();
     }
     llama_loop_state state;
-    state.params     = p;
-    state.looped_now = p.decode != LLAMA_LOOP_DECODE_BYPASS; // reserve a looped decode graph if one can occur
+    state.params = p;
     const llama_loop_state prev = ctx->get_cparams().loop;
     ctx->set_loop(state);
     if (reserve) {
@@ -287,30 +287,57 @@ llama_loop_params llama_loop_off_params() {
     return p;
 }
 
-bool llama_loop_is_prompt(const llama_ubatch & ubatch) {
-    return ubatch.n_tokens > ubatch.n_seqs_unq;
+static_assert(LLAMA_LOOP_MAX_SEQ == LLAMA_MAX_SEQ, "the loop state tracks every sequence id");
+
+bool llama_loop_state::row_loops(const llama_ubatch & ubatch, uint32_t i) const {
+    for (int32_t j = 0; j < ubatch.n_seq_id[i]; ++j) {
+        if (seq_loops[ubatch.seq_id[i][j]]) {
+            return true;
+        }
+    }
+    return false;
 }
 
 void llama_loop_begin_ubatch(llama_loop_state & state, const llama_ubatch & ubatch) {
     if (!state.active()) {
-        state.looped_now = false;
+        state.rows = LLAMA_LOOP_ROWS_NONE;
         return;
     }
-    if (llama_loop_is_prompt(ubatch)) {
-        state.looped_now = true;
-        state.n_decode = 0;
-        return;
+    // a sequence is in its prompt phase when it contributes two or more rows to this ubatch
+    std::array<uint32_t, LLAMA_LOOP_MAX_SEQ> n_rows {};
+    for (uint32_t i = 0; i < ubatch.n_tokens; ++i) {
+        for (int32_t j = 0; j < ubatch.n_seq_id[i]; ++j) {
+            n_rows[ubatch.seq_id[i][j]]++;
+        }
     }
-    switch (state.params.decode) {
-        case LLAMA_LOOP_DECODE_BYPASS:  state.looped_now = false; break;
-        case LLAMA_LOOP_DECODE_FULL:    state.looped_now = true;  break;
-        case LLAMA_LOOP_DECODE_FIRST_N: state.looped_now = state.n_decode < (uint32_t) state.params.decode_n; break;
+    const llama_loop_params & p = state.params;
+    state.seq_loops.reset();
+    for (uint32_t u = 0; u < ubatch.n_seqs_unq; ++u) {
+        const llama_seq_id s = ubatch.seq_id_unq[u];
+        bool loops = true;
+        if (n_rows[s] >= 2) {
+            state.n_decode[s] = 0;
+        } else {
+            loops = p.decode == LLAMA_LOOP_DECODE_FULL ||
+                    (p.decode == LLAMA_LOOP_DECODE_FIRST_N && state.n_decode[s] < (uint32_t) p.decode_n);
+            state.n_decode[s]++;
+        }
+        state.seq_loops[s] = loops;
     }
-    state.n_decode++;
+    uint32_t n_looped = 0;
+    for (uint32_t i = 0; i < ubatch.n_tokens; ++i) {
+        n_looped += state.row_loops(ubatch, i);
+    }
+    state.rows = n_looped == 0                ? LLAMA_LOOP_ROWS_NONE :
+                 n_looped == ubatch.n_tokens ? LLAMA_LOOP_ROWS_ALL  : LLAMA_LOOP_ROWS_SOME;
+}
+
+void llama_loop_begin_reserve(llama_loop_state & state) {
+    state.rows = state.active() ? LLAMA_LOOP_ROWS_SOME : LLAMA_LOOP_ROWS_NONE;
 }
 
 bool llama_loop_same_graph(const llama_loop_state & a, const llama_loop_state & b) {
-    if (a.active() != b.active() || a.looped_now != b.looped_now) {
+    if (a.active() != b.active() || a.rows != b.rows) {
         return false;
     }
     if (!a.active()) {

@@ -190,7 +190,7 @@ class ContextHandle(_Owner):
 
     def __init__(self, model: ModelHandle, n_ctx: int, n_batch: int, n_ubatch: int, n_threads: int,
                  n_threads_batch: int, type_k: Optional[int], type_v: Optional[int],
-                 flash_attn: Optional[bool], tap: Optional[TensorTap] = None) -> None:
+                 flash_attn: Optional[bool], tap: Optional[TensorTap] = None, n_seq_max: int = 1) -> None:
         model_ptr = model.ptr  # a closed model raises here, not inside llama.cpp
         params = lib.llama_context_default_params()
         if tap is not None:
@@ -200,6 +200,10 @@ class ContextHandle(_Owner):
         params.n_batch = n_batch
         params.n_ubatch = n_ubatch
         params.n_threads = n_threads
+        params.n_seq_max = n_seq_max
+        # one cache for all sequences: a batch is then split into ubatches in its own order
+        # (split_simple), so rows of several sequences can share a ubatch
+        params.kv_unified = n_seq_max > 1
         params.n_threads_batch = n_threads_batch
         if type_k is not None:
             params.type_k = type_k
@@ -262,6 +266,39 @@ class ContextHandle(_Owner):
         if want == "last":
             return self._logits_rows(1, last_only=True)[0]
         return None
+
+    def decode_rows(self, tokens: Sequence[int], positions: Sequence[int], seq_ids: Sequence[Sequence[int]],
+                    want: Sequence[bool]) -> np.ndarray:
+        """One llama_decode of rows from any sequences: row i is tokens[i] at positions[i] in the
+        sequences seq_ids[i]. Returns the logits of the rows flagged in want, in row order."""
+        ctx = self.ptr
+        n = len(tokens)
+        n_seq = max(len(s) for s in seq_ids)
+        batch = lib.llama_batch_init(n, 0, n_seq)
+        try:
+            batch.n_tokens = n
+            for i in range(n):
+                batch.token[i] = tokens[i]
+                batch.pos[i] = positions[i]
+                batch.n_seq_id[i] = len(seq_ids[i])
+                for j, s in enumerate(seq_ids[i]):
+                    batch.seq_id[i][j] = s
+                batch.logits[i] = 1 if want[i] else 0
+            log.clear()
+            self.has_logits = False
+            rc = lib.llama_decode(ctx, batch)
+            if rc != 0:
+                raise DecodeError(_decode_error(rc))
+        finally:
+            lib.llama_batch_free(batch)
+        rows = [i for i in range(n) if want[i]]
+        out = np.empty((len(rows), self.n_vocab), dtype=np.float32)
+        for r, i in enumerate(rows):
+            p = lib.llama_get_logits_ith(ctx, i)
+            if p == ffi.NULL:
+                raise DecodeError("llama.cpp returned no logits for this row")
+            out[r] = np.frombuffer(ffi.buffer(p, 4 * self.n_vocab), dtype=np.float32)
+        return out
 
     def _logits_rows(self, n: int, last_only: bool = False) -> np.ndarray:
         rows = np.empty((n, self.n_vocab), dtype=np.float32)

@@ -89,8 +89,8 @@ class Context:
                  n_threads: Optional[int] = None, n_threads_batch: Optional[int] = None,
                  type_k: Optional[str] = None, type_v: Optional[str] = None,
                  flash_attn: Optional[bool] = None, loop: LoopLike = None,
-                 capture: Optional[Sequence[str]] = None) -> None:
-        for name, v in (("n_ctx", n_ctx), ("n_batch", n_batch), ("n_ubatch", n_ubatch)):
+                 capture: Optional[Sequence[str]] = None, n_seq_max: int = 1) -> None:
+        for name, v in (("n_ctx", n_ctx), ("n_batch", n_batch), ("n_ubatch", n_ubatch), ("n_seq_max", n_seq_max)):
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name}={v!r} must be a positive int")
         for name, v in (("type_k", type_k), ("type_v", type_v)):
@@ -105,13 +105,15 @@ class Context:
         self._h = ContextHandle(
             model._h, n_ctx, n_batch, min(n_ubatch, n_batch), threads, n_threads_batch or threads,
             GGML_TYPES.get(type_k) if type_k else None, GGML_TYPES.get(type_v) if type_v else None,
-            flash_attn, self._tap,
+            flash_attn, self._tap, n_seq_max,
         )
         model._contexts.add(self)  # closing the model closes this context first
         self.n_ctx: int = self._h.n_ctx
         self.n_batch: int = self._h.n_batch
         self.n_ubatch: int = self._h.n_ubatch
-        self.tokens: list[int] = []  # what the KV cache holds, in order
+        self.n_seq_max: int = n_seq_max
+        self.tokens: list[int] = []  # what the KV cache holds for sequence 0, in order
+        self._several_sequences = False  # eval_batch filled the cache; eval() needs reset() first
         self._ubatch_starts: list[int] = []  # positions where a ubatch began (see _prefill)
         self.finish_reason: Optional[str] = None
         if loop_cfg is not None:
@@ -154,6 +156,7 @@ class Context:
         self._h.memory_clear()
         self.tokens = []
         self._ubatch_starts = []
+        self._several_sequences = False
 
     @_exclusive
     def eval(self, tokens: Sequence[int], logits: str = "last") -> Optional[np.ndarray]:
@@ -163,6 +166,8 @@ class Context:
     def _eval(self, tokens: Sequence[int], logits: str) -> Optional[np.ndarray]:
         if logits not in ("last", "all", "none", "sample"):
             raise ValueError(f"logits={logits!r} must be 'last', 'all' or 'none'")
+        if self._several_sequences:
+            raise ValueError("the cache holds the sequences of eval_batch(); call reset() before eval()")
         tokens = self.model._check_tokens(tokens)
         if not tokens:
             raise ValueError("eval() needs at least one token")
@@ -180,6 +185,33 @@ class Context:
         finally:
             self._sync()
         return out
+
+    @_exclusive
+    def eval_batch(self, tokens: Sequence[int], positions: Sequence[int], seq_ids: Sequence[Union[int, Sequence[int]]],
+                   logits: Optional[Sequence[bool]] = None) -> np.ndarray:
+        """One llama_decode of rows from several sequences (a context made with n_seq_max > 1):
+        row i is tokens[i] at positions[i] in sequence seq_ids[i] (an id, or a list of ids for a
+        row that several sequences share). Returns the logits of the rows flagged in `logits`
+        (default: every row), shape (rows, n_vocab). The loop decides per sequence
+        (docs/looping.md): a sequence contributing two or more rows is in its prompt phase.
+        Afterwards eval() and generate() need reset(): they keep sequence 0's bookkeeping."""
+        tokens = self.model._check_tokens(tokens)
+        n = len(tokens)
+        if n == 0:
+            raise ValueError("eval_batch() needs at least one row")
+        seqs = [[s] if isinstance(s, int) else list(s) for s in seq_ids]
+        want = [True] * n if logits is None else [bool(x) for x in logits]
+        if len(positions) != n or len(seqs) != n or len(want) != n:
+            raise ValueError(f"tokens, positions, seq_ids and logits must have the same length ({n})")
+        if n > self.n_batch:
+            raise ValueError(f"{n} rows do not fit in one batch of n_batch={self.n_batch}")
+        for s in seqs:
+            if not s or any(not isinstance(x, int) or not 0 <= x < self.n_seq_max for x in s):
+                raise ValueError(f"seq_ids {s!r} must be ids in [0, n_seq_max={self.n_seq_max})")
+        if any(not isinstance(p, int) or not 0 <= p < self.n_ctx for p in positions):
+            raise ValueError(f"positions must be ints in [0, n_ctx={self.n_ctx})")
+        self._several_sequences = True
+        return self._h.decode_rows(tokens, list(positions), seqs, want)
 
     @property
     def captured(self) -> dict[str, list[np.ndarray]]:

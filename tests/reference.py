@@ -348,3 +348,30 @@ class Session:
             il += 1
         past.commit(pos, kv)
         return m.logits(x)
+
+
+def run_sequences(model, loop, ubatches):
+    """Logits of every row of ubatches that mix several sequences; each ubatch is a list of
+    (token, seq_ids) rows. The contract decides per sequence, and rows of different sequences
+    never attend to each other, so a sequence's rows are what its own Session gives for its rows
+    of each ubatch. A row shared by several sequences is computed in each; those sequences must
+    all be in their prompt phase (the rule "a row loops if any of its sequences loops" is then moot).
+    Returns one (rows, n_vocab) array per ubatch."""
+    sessions = {}
+    out = []
+    for ub in ubatches:
+        rows_of = {}
+        for i, (_, seqs) in enumerate(ub):
+            for s in seqs:
+                rows_of.setdefault(s, []).append(i)
+        logits = [None] * len(ub)
+        for s, rows in rows_of.items():
+            for i in rows:
+                assert len(ub[i][1]) == 1 or len(rows) >= 2, "a shared row outside a prompt phase"
+            session = sessions.setdefault(s, Session(model, loop, n_ubatch=10**6))
+            got = session.ubatch(np.asarray([ub[i][0] for i in rows]))
+            for r, i in enumerate(rows):
+                if logits[i] is None:
+                    logits[i] = got[r]
+        out.append(np.stack(logits))
+    return out

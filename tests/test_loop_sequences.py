@@ -1,0 +1,103 @@
+"""The loop decides per sequence (docs/looping.md, "When the loop runs"): ubatches that mix several
+sequences, prompt and decode phases, and a prompt shared by several sequences agree with the
+numpy reference, where each sequence is evaluated on its own. So a request's result does not
+depend on what else shares its ubatch."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+import reference
+import tinymodels
+from conftest import EXACT, rel_err
+
+TOL = 1e-4  # as test_loop_matrix
+WINDOW = (2, 4)
+BETA = 0.3
+rng = np.random.default_rng(21)
+
+
+def tokens(n):
+    return rng.integers(3, 288, n).tolist()
+
+
+# Each ubatch: rows of (token, seq_ids). Sequence 1 starts a second prompt phase in ubatch 4.
+MIXED = [
+    [(t, [0]) for t in tokens(6)] + [(t, [1]) for t in tokens(4)],
+    [(t, [0]) for t in tokens(1)] + [(t, [1]) for t in tokens(1)] + [(t, [2]) for t in tokens(5)],
+    [(t, [s]) for s, t in zip((0, 1, 2), tokens(3))],
+    [(t, [0]) for t in tokens(1)] + [(t, [1]) for t in tokens(3)] + [(t, [2]) for t in tokens(1)],
+    [(t, [s]) for s, t in zip((2, 0, 1), tokens(3))],
+    [(t, [s]) for s, t in zip((0, 1, 2), tokens(3))],
+]
+# A 5-token prompt shared by four sequences, then each goes its own way; sequence 3 adds a
+# two-token turn while the others decode.
+SHARED = [
+    [(t, [0, 1, 2, 3]) for t in tokens(5)],
+    [(t, [s]) for s, t in zip((0, 1, 2, 3), tokens(4))],
+    [(t, [s]) for s, t in zip((0, 1, 2), tokens(3))] + [(t, [3]) for t in tokens(2)],
+    [(t, [s]) for s, t in zip((3, 2, 1, 0), tokens(4))],
+]
+
+
+def run_cpp(ctx, spec, ubatches):
+    ctx.set_loop(spec)  # also empties the cache
+    n_seen = {}
+    out = []
+    for ub in ubatches:
+        positions = []
+        for _, seqs in ub:
+            positions.append(n_seen.get(seqs[0], 0))
+            for s in seqs:
+                n_seen[s] = n_seen.get(s, 0) + 1
+        out.append(ctx.eval_batch([t for t, _ in ub], positions, [s for _, s in ub]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def contexts(tiny_models):
+    ctxs = {a: m.context(n_ctx=256, n_batch=64, n_ubatch=64, n_seq_max=4, **EXACT) for a, m in tiny_models.items()}
+    yield ctxs
+    for c in ctxs.values():
+        c.close()
+
+
+CASES = list(itertools.product(("block", "layer"), ("euler", "rk"), ("first", "last"), ("bypass", "full", "first:2")))
+
+
+@pytest.mark.parametrize("scenario", ["mixed", "shared"])
+@pytest.mark.parametrize("mode,integrator,kv,decode", CASES)
+@pytest.mark.parametrize("arch", tinymodels.ARCHS)
+def test_sequences_match_reference(arch, mode, integrator, kv, decode, scenario, contexts, references):
+    ubatches = MIXED if scenario == "mixed" else SHARED
+    spec = f"{WINDOW[0]}:{WINDOW[1]}x3,{mode},{integrator},kv={kv},decode={decode}"
+    spec += f",beta={BETA}" if integrator == "rk" else ""
+    got = run_cpp(contexts[arch], spec, ubatches)
+    want = reference.run_sequences(references[arch], reference.Loop(*WINDOW, 3, mode, integrator, BETA, kv, decode),
+                                   ubatches)
+    for b, (g, w) in enumerate(zip(got, want)):
+        assert rel_err(g, w) < TOL, f"ubatch {b}"
+
+
+def test_a_sequence_alone_or_alongside_others(tiny_models):
+    """Sequence 0 of MIXED, run alone in its own ubatches, gives what it gave alongside others
+    (the per-ubatch rule looped its decode steps whenever another sequence was prompting)."""
+    spec = "2:4x3,block,rk,beta=0.3,decode=bypass"
+    m = tiny_models["llama"]
+    with m.context(n_ctx=256, n_batch=64, n_ubatch=64, n_seq_max=4, **EXACT) as ctx:
+        together = run_cpp(ctx, spec, MIXED)
+        alone = run_cpp(ctx, spec, [[r for r in ub if r[1] == [0]] for ub in MIXED])
+    rows0 = [np.stack([g[i] for i, r in enumerate(ub) if r[1] == [0]]) for g, ub in zip(together, MIXED)]
+    for a, t in zip(alone, rows0):
+        assert rel_err(t, a) < 1e-5
+
+
+def test_wrong_per_sequence_rule_fails(contexts, references):
+    """The tolerance separates the contract from the old per-ubatch rule: a reference that loops
+    sequence 1's decode step because sequence 2 is prompting in the same ubatch differs."""
+    spec = "2:4x3,block,rk,beta=0.3,decode=bypass"
+    got = run_cpp(contexts["llama"], spec, MIXED)
+    loop = reference.Loop(*WINDOW, 3, "block", "rk", BETA, "first", "full")  # loops every decode step
+    want = reference.run_sequences(references["llama"], loop, MIXED)
+    assert rel_err(got[1], want[1]) > 10 * TOL
