@@ -162,3 +162,19 @@ def test_cli_tune_bakes_what_it_recommends(tiny_paths, tmp_path):
         assert gguf.GGUFReader(str(tmp_path / "tuned.gguf")).get_field("loopcpp.loop").contents() == out["chosen"]
     else:
         assert "nothing to recommend" in r.stdout and not (tmp_path / "tuned.gguf").exists()
+
+
+@pytest.mark.parametrize("loop", ["off", LOOP, "1:3x3,layer,euler,kv=last"])
+def test_choices_as_parallel_sequences_equal_one_ubatch_each(tiny_models, source, loop):
+    """An item's choices scored as sequences of one batch (shared context once) give what each
+    choice gives evaluated alone in one ubatch; the test data's choices share their context."""
+    model = tiny_models["qwen2"]
+    item = data.mc_items("arc_easy", split="dev", limit=2, source=source)[0]
+    pairs = scoring.item_pairs(model, item)
+    assert scoring.shared_prefix([c + k for c, k in pairs]) >= 2
+    rows = scoring.item_rows(model, item)
+    with model.context(n_ctx=rows, n_batch=rows, n_ubatch=rows, n_seq_max=len(pairs), loop=loop) as ctx:
+        batched = scoring.choice_loglikelihoods(ctx, pairs)
+        alone = [scoring.loglikelihood(ctx, c, k)[0] for c, k in pairs]
+    assert batched == pytest.approx(alone, abs=1e-4)
+    assert len(set(np.round(alone, 3))) > 1  # the choices differ, so a mix-up would show

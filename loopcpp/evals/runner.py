@@ -113,7 +113,7 @@ def _items(spec: TaskSpec, model: Model, source: Optional[data.Source]) -> tuple
     """(item ids, items, tokens one ubatch must hold)."""
     if spec.kind == "mc":
         items = data.mc_items(spec.task, spec.fmt, spec.shots, spec.split, spec.limit, spec.seed, source)
-        n = max((scoring.item_lengths(model, it) for it in items), default=1)
+        n = max((scoring.item_rows(model, it) for it in items), default=1)
         return [it.id for it in items], items, n
     if spec.kind == "gen":
         items = data.gen_items(spec.task, spec.split, spec.limit, spec.seed, source)
@@ -139,7 +139,9 @@ def evaluate(model: Model, loops: Sequence[str], spec: TaskSpec, n_threads: Opti
         raise ValueError(f"items need {n_ctx} tokens but {Path(model.path).name} was trained on {model.n_ctx_train}; "
                          "use fewer shots, a shorter --window or --limit")
     n_ubatch = spec.ubatch if spec.kind == "ppl" and spec.ubatch else n_tokens
-    kw = dict(n_ctx=n_ctx, n_batch=n_tokens, n_ubatch=n_ubatch, n_threads=n_threads, **(context_kw or {}))
+    n_seq = max((len(it.contexts) for it in items), default=1) if spec.kind == "mc" else 1
+    kw = dict(n_ctx=n_ctx, n_batch=n_tokens, n_ubatch=n_ubatch, n_threads=n_threads, n_seq_max=n_seq,
+              **(context_kw or {}))
     contexts: dict[str, Context] = {}  # by the label the user gave (the spec string)
     resolved: dict[str, str] = {}      # label -> the full recipe it resolves to for this model
     try:

@@ -3,7 +3,8 @@
 Loop semantics in scoring (docs/looping.md, "When the loop runs"): an item is one prompt, so its
 context and continuation are evaluated together, from an empty cache, in one ubatch. A
 continuation is never decoded on its own: with decode=bypass a lone token would run unlooped.
-The contexts that score items are created with n_batch = n_ubatch >= the longest item.
+The choices of a multiple-choice item are parallel sequences of one batch. The contexts that
+score items are created with n_batch = n_ubatch >= the rows of the largest item.
 """
 
 from __future__ import annotations
@@ -30,9 +31,24 @@ def encode_pair(model, context: str, continuation: str) -> tuple[list[int], list
     return whole[:len(ctx_tokens)], whole[len(ctx_tokens):]
 
 
-def item_lengths(model, item: MCItem) -> int:
-    """The longest (context + continuation) of an item, in tokens."""
-    return max(sum(map(len, encode_pair(model, c, k))) for c, k in zip(item.contexts, item.continuations))
+def item_pairs(model, item: MCItem) -> list[tuple[list[int], list[int]]]:
+    return [encode_pair(model, c, k) for c, k in zip(item.contexts, item.continuations)]
+
+
+def shared_prefix(seqs: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens all of seqs have in common."""
+    n = min(map(len, seqs))
+    for i in range(n):
+        if any(s[i] != seqs[0][i] for s in seqs[1:]):
+            return i
+    return n
+
+
+def item_rows(model, item: MCItem) -> int:
+    """Rows of the one batch that scores an item (see choice_loglikelihoods)."""
+    seqs = [c + k for c, k in item_pairs(model, item)]
+    n = shared_prefix(seqs)
+    return n + sum(len(s) - n for s in seqs)
 
 
 def loglikelihood(ctx: Context, context_tokens: Sequence[int], continuation_tokens: Sequence[int]) -> tuple[float, bool]:
@@ -49,13 +65,45 @@ def loglikelihood(ctx: Context, context_tokens: Sequence[int], continuation_toke
     return float(logp[np.arange(n), targets].sum()), bool((logp.argmax(-1) == targets).all())
 
 
+def choice_loglikelihoods(ctx: Context, pairs: Sequence[tuple[Sequence[int], Sequence[int]]]) -> list[float]:
+    """log p(continuation | context) of every choice of an item from one batch: choice i is
+    sequence i; the tokens all choices share (their common prefix) are rows of every sequence,
+    the rest of each choice rows of its own. Each sequence has two or more rows, so each is in its
+    prompt phase and loops, and per the contract gets what evaluating it alone in one ubatch gives
+    (docs/looping.md; tests/test_loop_sequences.py). The item costs one graph, and its shared
+    context is computed once. Needs a context with n_seq_max >= choices and n_ubatch >= rows."""
+    seqs = [list(c) + list(k) for c, k in pairs]
+    n_shared = shared_prefix(seqs)
+    tokens, positions = list(seqs[0][:n_shared]), list(range(n_shared))
+    seq_ids = [list(range(len(seqs)))] * n_shared
+    row_of = []  # row_of[i][p]: the row that holds position p of choice i
+    for i, s in enumerate(seqs):
+        row_of.append(list(range(n_shared)) + [len(tokens) + j for j in range(len(s) - n_shared)])
+        tokens += s[n_shared:]
+        positions += range(n_shared, len(s))
+        seq_ids += [[i]] * (len(s) - n_shared)
+    if len(tokens) > ctx.n_ubatch or len(seqs) > ctx.n_seq_max:
+        raise ValueError(f"an item of {len(seqs)} choices and {len(tokens)} rows does not fit one ubatch of "
+                         f"{ctx.n_ubatch} with n_seq_max={ctx.n_seq_max}")
+    want = [False] * len(tokens)
+    for (c, k), rows in zip(pairs, row_of):
+        for p in range(len(c) - 1, len(c) + len(k) - 1):
+            want[rows[p]] = True
+    ctx.reset()
+    logits = ctx.eval_batch(tokens, positions, seq_ids, logits=want)
+    index = {row: r for r, row in enumerate(i for i, w in enumerate(want) if w)}
+    lls = []
+    for (c, k), rows in zip(pairs, row_of):
+        logp = log_softmax(logits[[index[rows[p]] for p in range(len(c) - 1, len(c) + len(k) - 1)]])
+        lls.append(float(logp[np.arange(len(k)), np.asarray(k)].sum()))
+    ctx.reset()
+    return lls
+
+
 def score_mc(ctx: Context, item: MCItem) -> dict:
     """Log-likelihood of every choice; `correct` picks the highest raw log-likelihood, `correct_norm`
     the highest per character of the continuation (lm-eval's acc and acc_norm)."""
-    lls = []
-    for context, continuation in zip(item.contexts, item.continuations):
-        c_tok, k_tok = encode_pair(ctx.model, context, continuation)
-        lls.append(loglikelihood(ctx, c_tok, k_tok)[0])
+    lls = choice_loglikelihoods(ctx, item_pairs(ctx.model, item))
     norm = [ll / max(1, len(k)) for ll, k in zip(lls, item.continuations)]
     return {"ll": lls, "correct": int(np.argmax(lls)) == item.gold,
             "correct_norm": int(np.argmax(norm)) == item.gold, "group": item.group}
