@@ -109,3 +109,27 @@ def test_bad_inputs_raise(tiny_paths, code, needle):
     """)
     assert r.returncode == 0, f"exit {r.returncode} (negative: killed by a signal)\n{r.stderr[-1500:]}"
     assert needle in r.stdout, r.stdout + r.stderr[-500:]
+
+
+def test_a_loop_on_a_recurrent_model_is_refused_cleanly(tmp_path):
+    """Mamba keeps a recurrent state, not a KV cache: an explicit loop is an error naming the
+    architecture, and a global LOOPCPP_LOOP is ignored with a warning (the model still runs)."""
+    path = tinymodels.write_mamba(tmp_path / "mamba.gguf")
+    r = run(f"""
+        import os, loopcpp
+        m = loopcpp.Model({str(path)!r})
+        print("supported:", m.loop_supported)
+        with m.context(n_ctx=64) as ctx:
+            ctx.eval([5, 6, 7])
+            try:
+                ctx.set_loop("0:1x2")
+            except loopcpp.LoopConfigError as e:
+                print("ERROR:", e)
+        os.environ["LOOPCPP_LOOP"] = "0:1x3"
+        with m.context(n_ctx=64) as ctx:
+            print("env loop:", ctx.loop, "logits:", ctx.eval([5, 6, 7]).shape)
+    """)
+    assert r.returncode == 0, f"exit {r.returncode}\n{r.stderr[-1500:]}"
+    assert "supported: False" in r.stdout
+    assert "ERROR:" in r.stdout and "mamba" in r.stdout, r.stdout
+    assert "env loop: off logits: (288,)" in r.stdout, r.stdout

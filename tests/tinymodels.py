@@ -146,6 +146,60 @@ def write(spec: TinySpec, path: Path, loop_recipe: str | None = None, duplicate_
     return path
 
 
+def write_mamba(path: Path, n_layer: int = 2, n_embd: int = 32, n_vocab: int = 288, seed: int = 0) -> Path:
+    """A tiny Mamba (recurrent, no KV cache): an architecture the loop must refuse cleanly."""
+    import gguf
+
+    rng = np.random.default_rng(seed)
+    d_inner, d_state, d_conv, dt_rank = 2 * n_embd, 8, 4, 4
+    w = gguf.GGUFWriter(str(path), "mamba")
+    w.add_name("tiny-mamba")
+    w.add_context_length(256)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(n_layer)
+    w.add_feed_forward_length(0)
+    w.add_head_count(0)
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_ssm_conv_kernel(d_conv)
+    w.add_ssm_inner_size(d_inner)
+    w.add_ssm_state_size(d_state)
+    w.add_ssm_time_step_rank(dt_rank)
+    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    tokens, scores, types = _vocab(n_vocab)
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens)
+    w.add_token_scores(scores)
+    w.add_token_types(types)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_unk_token_id(0)
+    w.add_add_bos_token(False)
+
+    def t(*shape):  # numpy layout: the reverse of ggml's ne
+        return (0.1 * rng.standard_normal(shape)).astype(np.float32)
+
+    w.add_tensor("token_embd.weight", t(n_vocab, n_embd))
+    w.add_tensor("output_norm.weight", np.ones(n_embd, np.float32))
+    w.add_tensor("output.weight", t(n_vocab, n_embd))
+    for il in range(n_layer):
+        p = f"blk.{il}."
+        w.add_tensor(p + "attn_norm.weight", np.ones(n_embd, np.float32))
+        w.add_tensor(p + "ssm_in.weight", t(2 * d_inner, n_embd))
+        w.add_tensor(p + "ssm_conv1d.weight", t(d_inner, d_conv))
+        w.add_tensor(p + "ssm_conv1d.bias", t(d_inner))
+        w.add_tensor(p + "ssm_x.weight", t(dt_rank + 2 * d_state, d_inner))
+        w.add_tensor(p + "ssm_dt.weight", t(d_inner, dt_rank))
+        w.add_tensor(p + "ssm_dt.bias", t(d_inner))
+        w.add_tensor(p + "ssm_a", -np.abs(t(d_inner, d_state)) - 0.5)
+        w.add_tensor(p + "ssm_d", np.ones(d_inner, np.float32))
+        w.add_tensor(p + "ssm_out.weight", t(n_embd, d_inner))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
 def swa_layers(spec: TinySpec) -> list[bool]:
     """Which layers use sliding-window attention (gemma3's pattern; none elsewhere)."""
     if spec.arch != "gemma3":
