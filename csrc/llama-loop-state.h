@@ -32,6 +32,11 @@ struct llama_loop_state {
     std::bitset<LLAMA_LOOP_MAX_SEQ> seq_loops;      // does sequence s loop in this ubatch?
     std::array<uint32_t, LLAMA_LOOP_MAX_SEQ> n_decode {}; // per sequence: decode steps since its own last prompt phase
 
+    // per-sequence choices within the loop (llama_loop_seq_set)
+    std::bitset<LLAMA_LOOP_MAX_SEQ> seq_off;             // the sequence never loops
+    std::array<uint8_t, LLAMA_LOOP_MAX_SEQ> seq_decode {}; // 0: the loop's decode mode, else 1 + llama_loop_decode
+    std::array<int32_t, LLAMA_LOOP_MAX_SEQ> seq_decode_n {};
+
     bool active() const { return params.n_steps > 1; }
 
     // Does row i of ubatch loop? (any of its sequences does)

@@ -314,15 +314,17 @@ void llama_loop_begin_ubatch(llama_loop_state & state, const llama_ubatch & ubat
     state.seq_loops.reset();
     for (uint32_t u = 0; u < ubatch.n_seqs_unq; ++u) {
         const llama_seq_id s = ubatch.seq_id_unq[u];
+        const auto decode   = state.seq_decode[s] ? (llama_loop_decode) (state.seq_decode[s] - 1) : p.decode;
+        const auto decode_n = state.seq_decode[s] ? state.seq_decode_n[s] : p.decode_n;
         bool loops = true;
         if (n_rows[s] >= 2) {
             state.n_decode[s] = 0;
         } else {
-            loops = p.decode == LLAMA_LOOP_DECODE_FULL ||
-                    (p.decode == LLAMA_LOOP_DECODE_FIRST_N && state.n_decode[s] < (uint32_t) p.decode_n);
+            loops = decode == LLAMA_LOOP_DECODE_FULL ||
+                    (decode == LLAMA_LOOP_DECODE_FIRST_N && state.n_decode[s] < (uint32_t) decode_n);
             state.n_decode[s]++;
         }
-        state.seq_loops[s] = loops;
+        state.seq_loops[s] = loops && !state.seq_off[s];
     }
     uint32_t n_looped = 0;
     for (uint32_t i = 0; i < ubatch.n_tokens; ++i) {
@@ -539,6 +541,84 @@ int32_t llama_loop_validate(const llama_model * model, const llama_loop_params *
 
 int32_t llama_loop_set(llama_context * ctx, const llama_loop_params * params) {
     return set_loop(ctx, params, /*reserve =*/ true);
+}
+
+int32_t llama_loop_seq_set(llama_context * ctx, llama_seq_id seq, bool loop, llama_loop_decode decode, int32_t decode_n) {
+    if (!ctx) {
+        return fail(LLAMA_LOOP_ERR_INVALID, "ctx must not be NULL");
+    }
+    if (seq < 0 || seq >= (llama_seq_id) ctx->get_cparams().n_seq_max) {
+        return fail(LLAMA_LOOP_ERR_INVALID, "seq " + std::to_string(seq) + " is outside [0, n_seq_max = " +
+                    std::to_string(ctx->get_cparams().n_seq_max) + ")");
+    }
+    if (decode < LLAMA_LOOP_DECODE_BYPASS || decode > LLAMA_LOOP_DECODE_FIRST_N || decode_n < 0) {
+        return fail(LLAMA_LOOP_ERR_INVALID, "decode mode out of range");
+    }
+    llama_loop_state & state = ctx->loop_state();
+    if (loop && !state.active()) {
+        return fail(LLAMA_LOOP_ERR_UNSUPPORTED, "the context does not loop; set its loop first");
+    }
+    state.seq_off[seq]      = !loop;
+    state.seq_decode[seq]   = (uint8_t) (1 + decode);
+    state.seq_decode_n[seq] = decode_n;
+    return ok();
+}
+
+int32_t llama_loop_seq_set_spec(llama_context * ctx, llama_seq_id seq, const char * spec) {
+    if (!ctx) {
+        return fail(LLAMA_LOOP_ERR_INVALID, "ctx must not be NULL");
+    }
+    const std::string s = spec ? spec : "";
+    if (s.empty() || s == "on") {
+        return seq < 0 ? fail(LLAMA_LOOP_ERR_INVALID, "seq must not be negative") : llama_loop_seq_reset(ctx, seq);
+    }
+    const llama_model & model = ctx->get_model();
+    llama_loop_params p;
+    if (int32_t rc = llama_loop_parse(&model, s.c_str(), &p); rc != LLAMA_LOOP_OK) {
+        return rc;
+    }
+    if (p.n_steps <= 1) {
+        return llama_loop_seq_set(ctx, seq, false, LLAMA_LOOP_DECODE_BYPASS, 0);
+    }
+    const llama_loop_params & cur = ctx->get_cparams().loop.params;
+    if (ctx->get_cparams().loop.active()) {
+        if (int32_t rc = llama_loop_validate(&model, &p); rc != LLAMA_LOOP_OK) {
+            return rc;
+        }
+        resolve(model, p);
+    }
+    llama_loop_params same = p;  // p with the context's decode mode
+    same.decode   = cur.decode;
+    same.decode_n = cur.decode_n;
+    const bool fits = ctx->get_cparams().loop.active() && same.start == cur.start && same.end == cur.end &&
+                      same.n_steps == cur.n_steps && same.mode == cur.mode && same.integrator == cur.integrator &&
+                      same.beta == cur.beta && same.kv == cur.kv && same.freeze_routing == cur.freeze_routing;
+    if (!fits) {
+        char want[128], have[128];
+        llama_loop_format(&p, want, sizeof(want));
+        llama_loop_format(&cur, have, sizeof(have));
+        return fail(LLAMA_LOOP_ERR_INVALID, std::string("a request can turn the loop off or change its decode mode, not "
+                    "the recipe: this context loops \"") + have + "\", the request asks for \"" + want + "\"");
+    }
+    return llama_loop_seq_set(ctx, seq, true, p.decode, p.decode_n);
+}
+
+int32_t llama_loop_seq_reset(llama_context * ctx, llama_seq_id seq) {
+    if (!ctx) {
+        return fail(LLAMA_LOOP_ERR_INVALID, "ctx must not be NULL");
+    }
+    llama_loop_state & state = ctx->loop_state();
+    if (seq < 0) {
+        state.seq_off.reset();
+        state.seq_decode.fill(0);
+        return ok();
+    }
+    if (seq >= LLAMA_LOOP_MAX_SEQ) {
+        return fail(LLAMA_LOOP_ERR_INVALID, "seq " + std::to_string(seq) + " is out of range");
+    }
+    state.seq_off[seq]    = false;
+    state.seq_decode[seq] = 0;
+    return ok();
 }
 
 int32_t llama_loop_get(const llama_context * ctx, llama_loop_params * params) {

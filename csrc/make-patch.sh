@@ -2,6 +2,7 @@
 # Regenerates the patches in csrc/ from an edited llama.cpp tree in the build directory:
 #   llama-loop.patch  the loop hooks in llama.cpp's src/
 #   ggml-fixes.patch  fixes to ggml that loopcpp carries until upstream has them (ggml/src/)
+#   llama-server.patch  llama-server's per-request loop choice and request-independent prompt chunks
 #
 # Workflow: `pip install .` once; edit files under build/<tag>/llama.cpp/{src,ggml/src}; run this
 # script; `pip install .` again (the changed patches are re-applied to a fresh copy, and only the
@@ -19,3 +20,4 @@ diff_tree() {  # diff_tree DIR OUT: the pristine-to-patched diff of DIR, with a/
 }
 diff_tree src "$root/csrc/llama-loop.patch"
 diff_tree ggml/src "$root/csrc/ggml-fixes.patch"
+diff_tree tools/server "$root/csrc/llama-server.patch"

@@ -198,6 +198,10 @@ int32_t llama_loop_validate(const struct llama_model * model, const struct llama
 int32_t llama_loop_set(struct llama_context * ctx, const struct llama_loop_params * params);
 int32_t llama_loop_get(const struct llama_context * ctx, struct llama_loop_params * params);
 void llama_loop_clear(struct llama_context * ctx);
+int32_t llama_loop_seq_set(struct llama_context * ctx, llama_seq_id seq, bool loop, int32_t decode,
+                           int32_t decode_n);
+int32_t llama_loop_seq_set_spec(struct llama_context * ctx, llama_seq_id seq, const char * spec);
+int32_t llama_loop_seq_reset(struct llama_context * ctx, llama_seq_id seq);
 const char * llama_loop_last_error(void);
 bool llama_loop_arch_supported(const struct llama_model * model);
 const char * llama_loop_version(void);

@@ -330,6 +330,14 @@ class ContextHandle(_Owner):
         if lib.llama_loop_set(self.ptr, params) != 0:
             raise LoopConfigError(last_loop_error())
 
+    def loop_seq_set(self, seq: int, loop: bool, decode: tuple[int, int]) -> None:
+        if lib.llama_loop_seq_set(self.ptr, seq, loop, decode[0], decode[1]) != 0:
+            raise LoopConfigError(last_loop_error())
+
+    def loop_seq_reset(self, seq: int) -> None:
+        if lib.llama_loop_seq_reset(self.ptr, seq) != 0:
+            raise LoopConfigError(last_loop_error())
+
     def loop_get(self):
         p = ffi.new("struct llama_loop_params *")
         lib.llama_loop_get(self.ptr, p)

@@ -20,7 +20,7 @@ from ._paths import library_path
 from .errors import LibraryError
 
 LLAMA_COMMIT = "0c1e57098"
-LOOP_API_VERSION = 1
+LOOP_API_VERSION = 2
 
 ffi = FFI()
 ffi.cdef(CDEF)

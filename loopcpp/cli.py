@@ -21,6 +21,10 @@ EXAMPLES = {
             "  loopcpp eval model.gguf --loop 12:15x3 --task mmlu --format mc --shots 5 --json out.json\n"
             "  loopcpp eval --loop auto --task ppl:notes.txt --ctx 1024",
     "bake": "loopcpp bake model.gguf --loop 12:15x3,rk -o model-looped.gguf",
+    "serve": "loopcpp serve model.gguf --loop 15:18x3 --port 8080\n"
+             "  loopcpp serve --loop auto -np 8 -- --api-key secret     # after --: llama-server's own flags\n"
+             "  curl localhost:8080/v1/chat/completions -d '{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], "
+             "\"loop\": \"off\"}'",
     "tune": "loopcpp tune                                  # perplexity on BoolQ passages\n"
             "  loopcpp tune model.gguf --objective arc_easy --limit 300 --bake model-looped.gguf",
 }
@@ -111,6 +115,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="a .gguf file or a catalog name")
     p.add_argument("--loop", metavar="SPEC", required=True, help="the recipe, e.g. 12:15x3 ('off' removes it)")
     p.add_argument("-o", "--output", required=True, help="the GGUF to write")
+
+    p = cmd("serve", "OpenAI-compatible HTTP server (llama.cpp's llama-server, API only) with a loop; "
+                     "arguments after -- go to llama-server")
+    p.add_argument("model", nargs="?", help=f"a .gguf file or a catalog name (default: {catalog.DEFAULT_MODEL})")
+    p.add_argument("--loop", metavar="SPEC", help="the server's loop (default: the model's loopcpp.loop, else none); "
+                                                  "a request's \"loop\" field may turn it off or change its decode mode")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("-np", "--parallel", type=int, default=4, help="slots: requests served at once (default: 4)")
+    p.add_argument("-c", "--ctx-size", type=int, default=4096, help="context tokens shared by all slots (default: 4096)")
+    p.add_argument("-ub", "--ubatch", type=int, default=512, help="tokens per ubatch (and batch) (default: 512)")
+    p.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: llama-server's)")
+    p.add_argument("--cache-prompt", action="store_true",
+                   help="reuse cached prompt prefixes (faster; a looped answer may then depend on earlier requests)")
 
     p = cmd("models", "list the catalog of offline models, or fetch one")
     p.add_argument("action", nargs="?", choices=["list", "fetch"], default="list")
@@ -353,12 +371,26 @@ def cmd_bake(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from .serve import serve
+
+    return serve(args)
+
+
 COMMANDS = {"chat": cmd_chat, "run": cmd_run, "info": cmd_info, "models": cmd_models, "eval": cmd_eval,
-            "tune": cmd_tune, "bake": cmd_bake}
+            "tune": cmd_tune, "bake": cmd_bake, "serve": cmd_serve}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = []  # `loopcpp serve ... -- ARGS`: ARGS go to llama-server as they are
+    if "--" in argv:
+        extra, argv = argv[argv.index("--") + 1:], argv[:argv.index("--")]
     args = build_parser().parse_args(argv)
+    args.extra = extra
+    if extra and args.command != "serve":
+        print(f"loopcpp: error: arguments after -- are for `loopcpp serve` only: {' '.join(extra)}", file=sys.stderr)
+        return 2
     try:
         return COMMANDS[args.command](args)
     except (LoopcppError, ValueError, OSError) as e:

@@ -142,6 +142,22 @@ class Context:
         if clear:
             self._reset()
 
+    @_exclusive
+    def set_sequence_loop(self, seq: int, loop: bool = True, decode: Optional[str] = None) -> None:
+        """Within the context's loop, for sequence `seq` of eval_batch (a server's per-request
+        choice): loop=False runs it unlooped; decode ("bypass", "full", "first:N") replaces the
+        decode mode for it. The window, K and integrator stay the context's, since sequences that
+        share a ubatch share one graph. set_loop() and reset_sequence_loops() undo it."""
+        from .loop import _decode_code
+
+        code = _decode_code(decode if decode is not None else self.loop.decode)
+        self._h.loop_seq_set(seq, bool(loop), code)
+
+    @_exclusive
+    def reset_sequence_loops(self) -> None:
+        """Every sequence follows the context's loop again."""
+        self._h.loop_seq_reset(-1)
+
     # --- evaluation --------------------------------------------------------------------------
     @property
     def n_past(self) -> int:

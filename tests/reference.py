@@ -350,13 +350,21 @@ class Session:
         return m.logits(x)
 
 
-def run_sequences(model, loop, ubatches):
+def run_sequences(model, loop, ubatches, per_seq=None):
     """Logits of every row of ubatches that mix several sequences; each ubatch is a list of
     (token, seq_ids) rows. The contract decides per sequence, and rows of different sequences
     never attend to each other, so a sequence's rows are what its own Session gives for its rows
     of each ubatch. A row shared by several sequences is computed in each; those sequences must
     all be in their prompt phase (the rule "a row loops if any of its sequences loops" is then moot).
+    per_seq: {seq: None (runs unlooped) or the decode mode it uses instead of loop's}.
     Returns one (rows, n_vocab) array per ubatch."""
+    import dataclasses
+
+    def loop_of(s):
+        if not per_seq or s not in per_seq:
+            return loop
+        return None if per_seq[s] is None else dataclasses.replace(loop, decode=per_seq[s])
+
     sessions = {}
     out = []
     for ub in ubatches:
@@ -368,7 +376,7 @@ def run_sequences(model, loop, ubatches):
         for s, rows in rows_of.items():
             for i in rows:
                 assert len(ub[i][1]) == 1 or len(rows) >= 2, "a shared row outside a prompt phase"
-            session = sessions.setdefault(s, Session(model, loop, n_ubatch=10**6))
+            session = sessions.setdefault(s, Session(model, loop_of(s), n_ubatch=10**6))
             got = session.ubatch(np.asarray([ub[i][0] for i in rows]))
             for r, i in enumerate(rows):
                 if logits[i] is None:

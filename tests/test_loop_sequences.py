@@ -8,6 +8,7 @@ import itertools
 import numpy as np
 import pytest
 
+import loopcpp
 import reference
 import tinymodels
 from conftest import EXACT, rel_err
@@ -42,7 +43,10 @@ SHARED = [
 
 
 def run_cpp(ctx, spec, ubatches):
-    ctx.set_loop(spec)  # also empties the cache
+    if spec is None:
+        ctx.reset()  # keep the loop and its per-sequence choices
+    else:
+        ctx.set_loop(spec)  # also empties the cache
     n_seen = {}
     out = []
     for ub in ubatches:
@@ -101,3 +105,52 @@ def test_wrong_per_sequence_rule_fails(contexts, references):
     loop = reference.Loop(*WINDOW, 3, "block", "rk", BETA, "first", "full")  # loops every decode step
     want = reference.run_sequences(references["llama"], loop, MIXED)
     assert rel_err(got[1], want[1]) > 10 * TOL
+
+
+@pytest.mark.parametrize("mode,kv", [("block", "first"), ("block", "last"), ("layer", "first"), ("layer", "last")])
+@pytest.mark.parametrize("arch", ["llama", "qwen3moe", "gemma3"])
+def test_per_sequence_choices(arch, mode, kv, contexts, references):
+    """Within the context's loop (bypass), sequence 1 runs unlooped and sequence 2 loops every
+    decode step: a server's per-request "loop": "off" and decode mode."""
+    ctx = contexts[arch]
+    spec = f"{WINDOW[0]}:{WINDOW[1]}x3,{mode},rk,beta={BETA},kv={kv},decode=bypass"
+    ctx.set_loop(spec)
+    ctx.set_sequence_loop(1, loop=False)
+    ctx.set_sequence_loop(2, decode="full")
+    got = run_cpp(ctx, None, MIXED)
+    ctx.reset_sequence_loops()
+    loop = reference.Loop(*WINDOW, 3, mode, "rk", BETA, kv, "bypass")
+    want = reference.run_sequences(references[arch], loop, MIXED, per_seq={1: None, 2: "full"})
+    for b, (g, w) in enumerate(zip(got, want)):
+        assert rel_err(g, w) < TOL, f"ubatch {b}"
+    plain = reference.run_sequences(references[arch], loop, MIXED)
+    assert rel_err(got[2], plain[2]) > 10 * TOL  # the choices changed something
+
+
+def test_per_sequence_choices_are_validated(tiny_models):
+    with tiny_models["llama"].context(n_ctx=64, n_seq_max=2) as ctx:
+        with pytest.raises(loopcpp.LoopConfigError, match="does not loop"):
+            ctx.set_sequence_loop(0)
+        ctx.set_sequence_loop(1, loop=False)  # turning off where nothing loops is fine
+        ctx.set_loop("2:4x3")
+        with pytest.raises(loopcpp.LoopConfigError, match="outside"):
+            ctx.set_sequence_loop(2)
+        with pytest.raises(loopcpp.LoopConfigError, match="decode"):
+            ctx.set_sequence_loop(0, decode="sometimes")
+
+
+@pytest.mark.parametrize("spec,ok", [
+    ("", True), ("on", True), ("off", True), ("2:4x1", True),
+    ("2:4x3,decode=full", True), ("2:4x3,rk,beta=0.5,decode=first:4", True),
+    ("2:4x4", False), ("1:3x3", False), ("2:4x3,kv=last", False), ("2:4x3,layer", False), ("2:4x3,bogus", False),
+])
+def test_a_request_spec_may_change_only_on_off_and_decode(spec, ok, tiny_models):
+    """llama_loop_seq_set_spec: a server's per-request "loop" field (llama-server's patch uses it)."""
+    from loopcpp._lib import ffi, lib
+
+    with tiny_models["llama"].context(n_ctx=64, n_seq_max=2, loop="2:4x3") as ctx:
+        rc = lib.llama_loop_seq_set_spec(ctx._h.ptr, 1, spec.encode())
+        message = ffi.string(lib.llama_loop_last_error()).decode()
+    assert (rc == 0) == ok, message
+    if not ok:
+        assert message  # a reason for the 400 response

@@ -22,7 +22,7 @@ extern "C" {
 #endif
 
 // Version of the loop API below; bumped when a declaration in this header changes.
-#define LLAMA_LOOP_API_VERSION 1
+#define LLAMA_LOOP_API_VERSION 2
 
 // Largest number of sub-steps K accepted.
 #define LLAMA_LOOP_MAX_STEPS 64
@@ -92,6 +92,23 @@ LLAMA_API int32_t llama_loop_validate(const struct llama_model * model, const st
 // LLAMA_LOOP_ERR_ALLOC, the context keeps its previous loop). Takes effect at the next decode;
 // tokens already in the cache keep the K/V they were stored with. Returns a code above.
 LLAMA_API int32_t llama_loop_set(struct llama_context * ctx, const struct llama_loop_params * params);
+
+// Per sequence, within the context's loop (a server's per-request choice): `loop` false runs
+// sequence `seq` unlooped; otherwise `decode` / `decode_n` replace the decode mode for it. The
+// window, K and integrator stay the context's: sequences that share a ubatch share one graph.
+// Lasts until llama_loop_seq_reset, llama_loop_set or llama_loop_clear. Returns a code above
+// (LLAMA_LOOP_ERR_UNSUPPORTED for loop = true on a context that does not loop).
+LLAMA_API int32_t llama_loop_seq_set(struct llama_context * ctx, llama_seq_id seq, bool loop,
+                                     enum llama_loop_decode decode, int32_t decode_n);
+
+// A request's choice for sequence `seq`, as a spec string: "" or "on" follows the context's loop,
+// "off" (or K = 1) runs the sequence unlooped, and a recipe that equals the context's loop but
+// for its decode mode uses that decode mode (e.g. "13:16x3,decode=full" on a context looping
+// "13:16x3"). Any other recipe is LLAMA_LOOP_ERR_INVALID, with the reason in llama_loop_last_error().
+LLAMA_API int32_t llama_loop_seq_set_spec(struct llama_context * ctx, llama_seq_id seq, const char * spec);
+
+// Sequence `seq` follows the context's loop again (seq < 0: every sequence).
+LLAMA_API int32_t llama_loop_seq_reset(struct llama_context * ctx, llama_seq_id seq);
 
 // Copies the active loop of `ctx` (resolved: concrete window and mode) into *params.
 // Returns 1 if a loop is active (n_steps > 1), 0 if looping is off, LLAMA_LOOP_ERR_INVALID if ctx is NULL.

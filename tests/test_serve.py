@@ -1,0 +1,203 @@
+"""`loopcpp serve` end to end: llama-server from the patched tree, on a loopback port, driven by a
+real HTTP client (httpx). A looped request's answer must not depend on what else the server runs
+at the same time."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+httpx = pytest.importorskip("httpx")
+
+from loopcpp import serve  # noqa: E402
+
+LOOP = "auto"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(model_path, loop, *extra):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "loopcpp", "serve", str(model_path), "--loop", loop,
+                             "--port", str(port), "-np", "4", "-c", "4096", "-ub", "256", "-t", "2", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            if httpx.get(base + "/health", timeout=2).status_code == 200:
+                return base, proc
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail("the server did not come up:\n" + proc.stdout.read()[-3000:])
+        time.sleep(0.5)
+
+
+def stop(proc):
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(smollm2_path):
+    try:
+        serve.server_path()
+    except Exception as e:  # a build without the server
+        pytest.skip(str(e))
+    base, proc = start_server(smollm2_path, LOOP)
+    yield base, proc
+    stop(proc)
+
+
+@pytest.fixture(scope="module")
+def tiny_server(tiny_paths):
+    """The tiny llama with an F32 cache and no flash attention: llama.cpp's CPU kernels are then
+    nearly batch-invariant (a sequence's logits move by <= 1e-5 with what shares its ubatches,
+    benchmarks/batch_invariance.py), so a per-request loop decision that went wrong (>= 1e-2 here)
+    cannot hide in the noise."""
+    try:
+        serve.server_path()
+    except Exception as e:
+        pytest.skip(str(e))
+    base, proc = start_server(tiny_paths["llama"], "2:4x3,beta=0.3", "--", "-ctk", "f32", "-ctv", "f32", "-fa", "off")
+    yield base, proc
+    stop(proc)
+
+
+def chat(base, prompt, loop=None, stream=False, max_tokens=24):
+    body = {"messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens, "temperature": 0,
+            "stream": stream}
+    if loop is not None:
+        body["loop"] = loop
+    if not stream:
+        r = httpx.post(base + "/v1/chat/completions", json=body, timeout=120)
+        r.raise_for_status()
+        return r.json()["choices"][0]["message"]["content"]
+    text = []
+    with httpx.stream("POST", base + "/v1/chat/completions", json=body, timeout=120) as r:
+        r.raise_for_status()
+        for line in r.iter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                delta = json.loads(line[6:])["choices"][0]["delta"]
+                text.append(delta.get("content") or "")
+    return "".join(text)
+
+
+def test_models_and_health(server):
+    base, _ = server
+    assert httpx.get(base + "/health").json()["status"] == "ok"
+    models = httpx.get(base + "/v1/models").json()["data"]
+    assert models and "SmolLM2" in models[0]["id"]
+
+
+def test_chat_and_its_stream_agree(server):
+    base, _ = server
+    text = chat(base, "Name three colours.")
+    assert text.strip()
+    assert chat(base, "Name three colours.", stream=True) == text
+
+
+def test_completion_with_logprobs_and_stop(server):
+    base, _ = server
+    r = httpx.post(base + "/v1/completions", json={"prompt": "The capital of France is", "max_tokens": 8,
+                                                     "temperature": 0, "logprobs": 2, "stop": ["."]}, timeout=120)
+    r.raise_for_status()
+    choice = r.json()["choices"][0]
+    assert "Paris" in choice["text"] and "." not in choice["text"]
+    lp = choice["logprobs"]["content"][0]
+    assert lp["logprob"] <= 0 and len(lp["top_logprobs"]) == 2
+
+
+def first_logprob(base, prompt, loop=None):
+    body = {"prompt": prompt, "max_tokens": 1, "temperature": 0, "logprobs": 1}
+    if loop is not None:
+        body["loop"] = loop
+    r = httpx.post(base + "/v1/completions", json=body, timeout=120)
+    r.raise_for_status()
+    lp = r.json()["choices"][0]["logprobs"]["content"][0]
+    return lp["token"], lp["logprob"]
+
+
+@pytest.mark.parametrize("loop", [None, "off"])
+def test_the_server_computes_what_the_library_does(server, smollm2, loop):
+    """The first token's log-probability from the server, looped (its --loop) or with "loop": "off",
+    equals loopcpp's own for the same prompt and recipe; the two differ from each other."""
+    base, _ = server
+    prompt = "The largest planet of the solar system is"
+    token, logprob = first_logprob(base, prompt, loop)
+    with smollm2.context(n_ctx=256, loop=LOOP if loop is None else "off") as ctx:
+        logits = ctx.eval(smollm2.tokenize(prompt), logits="last").astype("float64")
+    logp = logits - logits.max() - np.log(np.exp(logits - logits.max()).sum())
+    assert smollm2.token_to_piece(int(logits.argmax())).decode() == token
+    assert logprob == pytest.approx(float(logp.max()), abs=2e-3)
+    other = first_logprob(base, prompt, "off" if loop is None else None)[1]
+    assert abs(other - logprob) > 1e-3
+
+
+@pytest.mark.parametrize("loop,needle", [("12:15x3", "not the recipe"), ("bogus", "bogus"), ("0:99x3", "")])
+def test_a_bad_loop_is_answered_with_400(server, loop, needle):
+    base, _ = server
+    r = httpx.post(base + "/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}],
+                                                          "max_tokens": 4, "loop": loop}, timeout=60)
+    assert r.status_code == 400, r.text
+    assert needle in r.json()["error"]["message"]
+
+
+def token_logprobs(base, prompt, loop=None, n=12, delay=0.0):
+    time.sleep(delay)
+    body = {"prompt": prompt, "max_tokens": n, "temperature": 0, "logprobs": 1}
+    if loop is not None:
+        body["loop"] = loop
+    r = httpx.post(base + "/v1/completions", json=body, timeout=120)
+    r.raise_for_status()
+    content = r.json()["choices"][0]["logprobs"]["content"]
+    return [c["id"] if "id" in c else c["token"] for c in content], np.array([c["logprob"] for c in content])
+
+
+def test_concurrent_requests_answer_as_they_do_alone(tiny_server):
+    """Requests with different loop choices (the server's bypass recipe, "off", decode=full),
+    started together so that continuous batching puts one request's prompt beside another's decode
+    steps, give the tokens and log-probabilities each gives alone. (Byte-identical text across
+    batch compositions is more than llama.cpp's CPU kernels promise even unlooped: on SmolLM2 two
+    unlooped requests can already diverge; see docs/design.md.)"""
+    base, _ = tiny_server
+    rng = np.random.default_rng(5)
+    prompts = [rng.integers(3, 288, n).tolist() for n in (23, 9, 40, 17, 31, 12)]
+    choices = [None, "off", "2:4x3,beta=0.3,decode=full", None, "off", "2:4x3,beta=0.3,decode=first:3"]
+    alone = [token_logprobs(base, p, c) for p, c in zip(prompts, choices)]
+    for round_ in range(3):
+        with ThreadPoolExecutor(len(prompts)) as pool:
+            together = list(pool.map(lambda i: token_logprobs(base, prompts[i], choices[i], delay=0.003 * i * round_),
+                                     range(len(prompts))))
+        for (tok_a, lp_a), (tok_t, lp_t), c in zip(alone, together, choices):
+            assert tok_t == tok_a, c
+            assert np.abs(lp_t - lp_a).max() < 1e-3, c
+    # and the choices matter: the same prompt unlooped and looped differ
+    assert abs(alone[0][1][0] - token_logprobs(base, prompts[0], "off")[1][0]) > 1e-2
+
+
+def test_the_server_stops_on_sigterm(server):
+    _, proc = server
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+
+
+def test_a_loop_that_does_not_fit_fails_before_the_server_starts(smollm2_path):
+    r = subprocess.run([sys.executable, "-m", "loopcpp", "serve", str(smollm2_path), "--loop", "0:99x3",
+                        "--port", str(free_port())], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "99" in r.stderr
