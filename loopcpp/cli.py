@@ -127,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--ctx-size", type=int, default=4096, help="context tokens shared by all slots (default: 4096)")
     p.add_argument("-ub", "--ubatch", type=int, default=512, help="tokens per ubatch (and batch) (default: 512)")
     p.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: llama-server's)")
+    p.add_argument("--echo", action="store_true",
+                   help="allow \"echo\" on /v1/completions (prompt log-probabilities, for lm-eval's local-completions); "
+                        "keeps logits for a whole batch: n_vocab x ubatch floats")
     p.add_argument("--cache-prompt", action="store_true",
                    help="reuse cached prompt prefixes (faster; a looped answer may then depend on earlier requests)")
 

@@ -2,11 +2,11 @@
 the package (loopcpp/bin), started with the loop recipe and the settings under which a request's
 answer does not depend on the other requests (docs/design.md, "The server").
 
-llama-server brings the OpenAI-compatible API (/v1/models, /v1/completions with echo and
-logprobs, /v1/chat/completions with SSE streaming and the model's chat template, /health,
+llama-server brings the OpenAI-compatible API (/v1/models, /v1/completions with logprobs, /v1/chat/completions with SSE streaming and the model's chat template, /health,
 /metrics), parallel slots, continuous batching and prompt caching. It loops through
-LOOPCPP_LOOP; loopcpp's patch adds the per-request "loop" field and splits every looped prompt at
-boundaries of its own.
+LOOPCPP_LOOP; loopcpp's patch adds the per-request "loop" field, splits every looped prompt at
+boundaries of its own, and answers "echo" on /v1/completions with the prompt's log-probabilities
+(with --echo).
 """
 
 from __future__ import annotations
@@ -71,6 +71,8 @@ def serve(args) -> int:
     env = dict(os.environ)
     if recipe is not None:
         env["LOOPCPP_LOOP"] = recipe  # llama-server loops through the environment, with no change
+    if args.echo:
+        env["LOOPCPP_SERVER_ECHO"] = "1"  # the patched server keeps logits for every row of a batch
     cmd = server_command(model_path, args.host, args.port, args.parallel, args.ctx_size, args.ubatch,
                          args.threads, args.cache_prompt, args.extra)
     print(f"loopcpp serve: loop {recipe or 'from the model (loopcpp.loop) or none'}; "

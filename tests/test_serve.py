@@ -62,7 +62,7 @@ def server(smollm2_path):
         serve.server_path()
     except Exception as e:  # a build without the server
         pytest.skip(str(e))
-    base, proc = start_server(smollm2_path, LOOP)
+    base, proc = start_server(smollm2_path, LOOP, "--echo")
     yield base, proc
     stop(proc)
 
@@ -194,8 +194,13 @@ def test_concurrent_requests_answer_as_they_do_alone(tiny_server):
     assert abs(alone[0][1][0] - token_logprobs(base, prompts[0], "off")[1][0]) > 1e-2
 
 
-def test_the_server_stops_on_sigterm(server):
-    _, proc = server
+def test_the_server_stops_on_sigterm(tiny_paths):
+    try:
+        serve.server_path()
+    except Exception as e:
+        pytest.skip(str(e))
+    base, proc = start_server(tiny_paths["llama"], "2:4x3")
+    assert httpx.get(base + "/health").status_code == 200
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
 
@@ -232,3 +237,41 @@ def test_a_bounded_load_has_no_errors_and_flat_memory(tiny_server):
     after = rss_mib()
     assert codes == [200] * 200
     assert after - before < 16, f"RSS grew from {before:.1f} to {after:.1f} MiB"
+
+
+@pytest.mark.parametrize("loop", [None, "off"])
+def test_echo_gives_the_prompt_log_likelihood_as_lm_eval_reads_it(server, smollm2, loop):
+    """/v1/completions with "echo": the legacy logprobs over prompt + completion (what lm-eval's
+    local-completions model parses: token_logprobs[ctxlen:-1]), equal to loopcpp's own
+    log-probabilities of the prompt under the same loop, evaluated as one prompt."""
+    base, _ = server
+    prompt = "Question: What is the capital of France?\nAnswer: Paris"
+    tokens = smollm2.tokenize(prompt)
+    body = {"prompt": tokens, "max_tokens": 1, "temperature": 0, "logprobs": 1, "echo": True}
+    if loop is not None:
+        body["loop"] = loop
+    r = httpx.post(base + "/v1/completions", json=body, timeout=120)
+    r.raise_for_status()
+    choice = r.json()["choices"][0]
+    lp = choice["logprobs"]
+    assert len(lp["tokens"]) == len(tokens) + 1 and lp["token_logprobs"][0] is None
+    assert choice["text"].startswith(prompt)
+    with smollm2.context(n_ctx=256, loop=LOOP if loop is None else "off") as ctx:
+        logits = ctx.eval(tokens, logits="all").astype(np.float64)
+    logp = logits - logits.max(-1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+    want = logp[np.arange(len(tokens) - 1), tokens[1:]]
+    got = np.array(lp["token_logprobs"][1:len(tokens)], dtype=np.float64)
+    assert np.abs(got - want).max() < 2e-3
+    greedy = [max(top.values()) for top in lp["top_logprobs"][1:len(tokens)]]
+    assert all(g >= t - 1e-6 for g, t in zip(greedy, got))
+    assert r.json()["choices"][0]["logprobs"]["text_offset"][1] == len(lp["tokens"][0])
+
+
+def test_echo_with_stream_or_without_serve_echo_is_refused(server, tiny_server):
+    r = httpx.post(server[0] + "/v1/completions", json={"prompt": "hi", "max_tokens": 1, "echo": True, "stream": True},
+                   timeout=60)
+    assert r.status_code == 400 and "stream" in r.json()["error"]["message"]
+    r = httpx.post(tiny_server[0] + "/v1/completions", json={"prompt": [5, 6, 7], "max_tokens": 1, "echo": True},
+                   timeout=60)
+    assert r.status_code == 400 and "--echo" in r.json()["error"]["message"]
