@@ -190,6 +190,21 @@ def test_concurrent_requests_answer_as_they_do_alone(tiny_server):
         for (tok_a, lp_a), (tok_t, lp_t), c in zip(alone, together, choices):
             assert tok_t == tok_a, c
             assert np.abs(lp_t - lp_a).max() < 1e-3, c
+    # streamed, concurrently: byte for byte the text each streams alone
+    def stream_text(i):
+        body = {"prompt": prompts[i], "max_tokens": 12, "temperature": 0, "stream": True}
+        if choices[i] is not None:
+            body["loop"] = choices[i]
+        text = []
+        with httpx.stream("POST", base + "/v1/completions", json=body, timeout=120) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: ") and line != "data: [DONE]":
+                    text.append(json.loads(line[6:])["choices"][0].get("text") or "")
+        return "".join(text)
+
+    alone_text = [stream_text(i) for i in range(len(prompts))]  # streams, since a stream holds back
+    with ThreadPoolExecutor(len(prompts)) as pool:                # partial UTF-8 the garbage text has
+        assert list(pool.map(stream_text, range(len(prompts)))) == alone_text
     # and the choices matter: the same prompt unlooped and looped differ
     assert abs(alone[0][1][0] - token_logprobs(base, prompts[0], "off")[1][0]) > 1e-2
 
