@@ -94,7 +94,7 @@ def test_cli_eval_end_to_end(tiny_paths, eval_env):
                 "--task", f"ppl:{text}", "--task", "squad", "--ctx", "32", "--limit", "3", "--max-tokens", "4",
                 "--json", out_json, "--csv", out_csv)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "arc_easy (arc_easy-rc-0shot-test), 3 items" in r.stdout
+    assert "arc_easy (arc_easy-rc-0shot-test-batched), 3 items" in r.stdout
     assert "Δ acc (pp)" in r.stdout and "KLD mean" in r.stdout and "Δ EM (pp)" in r.stdout
     out = json.loads(out_json.read_text())
     assert [s["task"] for s in out["summaries"]] == ["arc_easy", "ppl", "squad"]

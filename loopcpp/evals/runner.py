@@ -54,7 +54,10 @@ class TaskSpec:
             parts = [self.task, self.corpus if not os.path.isfile(self.corpus) else _file_key(self.corpus),
                      f"w{self.window}", self.split] + ([f"ub{self.ubatch}"] if self.ubatch else [])
         elif self.kind == "mc":
-            parts = [self.task, self.fmt, f"{self.shots}shot", self.split]
+            # "batched": the choices share one batch (scoring.choice_loglikelihoods). llama.cpp's
+            # kernels round differently in other batch shapes, so results scored one choice at a
+            # time (earlier caches) are not mixed in
+            parts = [self.task, self.fmt, f"{self.shots}shot", self.split, "batched"]
         else:
             parts = [self.task, self.split, f"max{self.max_tokens}"]
         return "-".join(p.replace("/", "_") for p in parts)
