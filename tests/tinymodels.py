@@ -44,6 +44,21 @@ def _vocab(n_vocab: int):
     return tokens, scores, types
 
 
+def _add_vocab(w, n_vocab: int, duplicate_token: bool = False) -> None:
+    """The byte-fallback SentencePiece-style vocabulary every tiny model uses."""
+    tokens, scores, types = _vocab(n_vocab)
+    if duplicate_token:
+        tokens[-1] = tokens[-2]
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens)
+    w.add_token_scores(scores)
+    w.add_token_types(types)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_unk_token_id(0)
+    w.add_add_bos_token(False)
+
+
 def tensors(spec: TinySpec) -> dict[str, np.ndarray]:
     """The model's weights in numpy layout (rows = output features), keyed by GGUF tensor name."""
     rng = np.random.default_rng(spec.seed)
@@ -123,17 +138,7 @@ def write(spec: TinySpec, path: Path, loop_recipe: str | None = None, duplicate_
         w.add_sliding_window(spec.n_swa)
         w.add_uint32(f"{a}.attention.sliding_window_pattern", spec.swa_pattern)
         w.add_float32(f"{a}.rope.freq_base_swa", spec.rope_base_swa)
-    tokens, scores, types = _vocab(spec.n_vocab)
-    if duplicate_token:
-        tokens[-1] = tokens[-2]
-    w.add_tokenizer_model("llama")
-    w.add_token_list(tokens)
-    w.add_token_scores(scores)
-    w.add_token_types(types)
-    w.add_bos_token_id(1)
-    w.add_eos_token_id(2)
-    w.add_unk_token_id(0)
-    w.add_add_bos_token(False)
+    _add_vocab(w, spec.n_vocab, duplicate_token)
     if loop_recipe is not None:
         w.add_string("loopcpp.loop", loop_recipe)
     for name, arr in tensors(spec).items():
@@ -165,15 +170,7 @@ def write_mamba(path: Path, n_layer: int = 2, n_embd: int = 32, n_vocab: int = 2
     w.add_ssm_state_size(d_state)
     w.add_ssm_time_step_rank(dt_rank)
     w.add_file_type(gguf.LlamaFileType.ALL_F32)
-    tokens, scores, types = _vocab(n_vocab)
-    w.add_tokenizer_model("llama")
-    w.add_token_list(tokens)
-    w.add_token_scores(scores)
-    w.add_token_types(types)
-    w.add_bos_token_id(1)
-    w.add_eos_token_id(2)
-    w.add_unk_token_id(0)
-    w.add_add_bos_token(False)
+    _add_vocab(w, n_vocab)
 
     def t(*shape):  # numpy layout: the reverse of ggml's ne
         return (0.1 * rng.standard_normal(shape)).astype(np.float32)
