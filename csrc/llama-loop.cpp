@@ -338,18 +338,18 @@ void llama_loop_begin_reserve(llama_loop_state & state) {
     state.rows = state.active() ? LLAMA_LOOP_ROWS_SOME : LLAMA_LOOP_ROWS_NONE;
 }
 
+// Same recipe but for the decode mode: the parts of a loop that shape its graph.
+static bool same_recipe(const llama_loop_params & p, const llama_loop_params & q) {
+    return p.start == q.start && p.end == q.end && p.n_steps == q.n_steps && p.mode == q.mode &&
+           p.integrator == q.integrator && p.beta == q.beta && p.kv == q.kv &&
+           p.freeze_routing == q.freeze_routing;
+}
+
 bool llama_loop_same_graph(const llama_loop_state & a, const llama_loop_state & b) {
     if (a.active() != b.active() || a.rows != b.rows) {
         return false;
     }
-    if (!a.active()) {
-        return true;
-    }
-    const llama_loop_params & p = a.params;
-    const llama_loop_params & q = b.params;
-    return p.start == q.start && p.end == q.end && p.n_steps == q.n_steps && p.mode == q.mode &&
-           p.integrator == q.integrator && p.beta == q.beta && p.kv == q.kv &&
-           p.freeze_routing == q.freeze_routing;
+    return !a.active() || same_recipe(a.params, b.params);
 }
 
 uint32_t llama_loop_extra_nodes(const llama_loop_state & state, uint32_t base, uint32_t n_layer) {
@@ -587,13 +587,7 @@ int32_t llama_loop_seq_set_spec(llama_context * ctx, llama_seq_id seq, const cha
         }
         resolve(model, p);
     }
-    llama_loop_params same = p;  // p with the context's decode mode
-    same.decode   = cur.decode;
-    same.decode_n = cur.decode_n;
-    const bool fits = ctx->get_cparams().loop.active() && same.start == cur.start && same.end == cur.end &&
-                      same.n_steps == cur.n_steps && same.mode == cur.mode && same.integrator == cur.integrator &&
-                      same.beta == cur.beta && same.kv == cur.kv && same.freeze_routing == cur.freeze_routing;
-    if (!fits) {
+    if (!ctx->get_cparams().loop.active() || !same_recipe(p, cur)) {
         char want[128], have[128];
         llama_loop_format(&p, want, sizeof(want));
         llama_loop_format(&cur, have, sizeof(have));

@@ -259,12 +259,12 @@ class ContextHandle(_Owner):
             if rc != 0:
                 raise DecodeError(_decode_error(rc))
             if want == "all":
-                out.append(self._logits_rows(len(chunk)))
+                out.append(self._logits_at(range(len(chunk))))
         self.has_logits = want != "none"
         if want == "all":
             return np.concatenate(out, axis=0)
         if want == "last":
-            return self._logits_rows(1, last_only=True)[0]
+            return self._logits_at([-1])[0]
         return None
 
     def decode_rows(self, tokens: Sequence[int], positions: Sequence[int], seq_ids: Sequence[Sequence[int]],
@@ -291,19 +291,13 @@ class ContextHandle(_Owner):
                 raise DecodeError(_decode_error(rc))
         finally:
             lib.llama_batch_free(batch)
-        rows = [i for i in range(n) if want[i]]
-        out = np.empty((len(rows), self.n_vocab), dtype=np.float32)
-        for r, i in enumerate(rows):
-            p = lib.llama_get_logits_ith(ctx, i)
-            if p == ffi.NULL:
-                raise DecodeError("llama.cpp returned no logits for this row")
-            out[r] = np.frombuffer(ffi.buffer(p, 4 * self.n_vocab), dtype=np.float32)
-        return out
+        return self._logits_at([i for i in range(n) if want[i]])
 
-    def _logits_rows(self, n: int, last_only: bool = False) -> np.ndarray:
-        rows = np.empty((n, self.n_vocab), dtype=np.float32)
-        for r in range(n):
-            idx = -1 if last_only else r
+    def _logits_at(self, indices: Sequence[int]) -> np.ndarray:
+        """The logits of the last decode's batch rows `indices` (-1: the last row with logits)."""
+        indices = list(indices)
+        rows = np.empty((len(indices), self.n_vocab), dtype=np.float32)
+        for r, idx in enumerate(indices):
             p = lib.llama_get_logits_ith(self.ptr, idx)
             if p == ffi.NULL:
                 raise DecodeError("llama.cpp returned no logits for this position")

@@ -2,8 +2,8 @@
 the package (loopcpp/bin), started with the loop recipe and the settings under which a request's
 answer does not depend on the other requests (docs/design.md, "The server").
 
-llama-server brings the OpenAI-compatible API (/v1/models, /v1/completions with logprobs, /v1/chat/completions with SSE streaming and the model's chat template, /health,
-/metrics), parallel slots, continuous batching and prompt caching. It loops through
+llama-server brings the OpenAI-compatible API (/v1/models, /v1/completions with logprobs,
+/v1/chat/completions with SSE streaming and the model's chat template, /health, /metrics), parallel slots, continuous batching and prompt caching. It loops through
 LOOPCPP_LOOP; loopcpp's patch adds the per-request "loop" field, splits every looped prompt at
 boundaries of its own, and answers "echo" on /v1/completions with the prompt's log-probabilities
 (with --echo).

@@ -9,8 +9,9 @@
     set_loop(llm, "auto")            # or "15:18x3,layer", "off"
     llm.create_chat_completion(messages=[{"role": "user", "content": "hi"}])
 
-Install llama-cpp-python without building a second llama.cpp: the `interop` extra, or
-CMAKE_ARGS="-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF" pip install llama-cpp-python==0.3.36.
+Install llama-cpp-python without building a second llama.cpp:
+CMAKE_ARGS="-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF" pip install 'loopcpp[interop]'
+(loopcpp's own build ignores those two switches).
 """
 
 from __future__ import annotations
