@@ -636,6 +636,11 @@ void llama_loop_clear(llama_context * ctx) {
 
 const char * llama_loop_last_error(void) { return g_last_error.c_str(); }
 
+bool llama_loop_abort_on_flag(void * flag) {
+    // a plain flag: no ordering is needed, only that each check reads memory again
+    return flag && *static_cast<const volatile int32_t *>(flag) != 0;
+}
+
 const char * llama_loop_version(void) { return LOOPCPP_VERSION; }
 
 const char * llama_loop_llama_commit(void) { return LOOPCPP_LLAMA_COMMIT; }

@@ -7,12 +7,16 @@ Runge-Kutta), inside llama.cpp's graph, on quantized GGUF models.
 __version__ = "0.1.0"
 
 from .errors import (  # noqa: E402
-    BusyError, ClosedError, ContextError, ContextFullError, DecodeError, LibraryError, LoopConfigError, LoopcppError,
-    ModelLoadError,
+    BusyError, CancelledError, ClosedError, ContextError, ContextFullError, DecodeError, LibraryError, LoopConfigError,
+    LoopcppError, ModelLoadError,
 )
 from .loop import LoopConfig  # noqa: E402
 from .model import Model  # noqa: E402
-from .context import Context, Sampling, Token  # noqa: E402
+from .context import Context  # noqa: E402
+from .chat_template import ChatTemplateError  # noqa: E402
+from .generation import Completion, Generation, Timings, Token, TopLogprob, Usage  # noqa: E402
+from .sampling import Sampling  # noqa: E402
+from .state import StateError  # noqa: E402
 from ._paths import include_dir, lib_dir  # noqa: E402
 
 
@@ -23,7 +27,8 @@ def llama_cpp_lib_path() -> str:
 
 
 __all__ = [
-    "BusyError", "ClosedError", "Context", "ContextError", "ContextFullError", "DecodeError", "LibraryError", "LoopConfig",
-    "LoopConfigError", "LoopcppError", "Model", "ModelLoadError", "Sampling", "Token", "__version__",
+    "BusyError", "CancelledError", "ChatTemplateError", "ClosedError", "Completion", "Context", "ContextError",
+    "ContextFullError", "DecodeError", "Generation", "LibraryError", "LoopConfig", "LoopConfigError", "LoopcppError",
+    "Model", "ModelLoadError", "Sampling", "StateError", "Timings", "Token", "TopLogprob", "Usage", "__version__",
     "include_dir", "lib_dir", "llama_cpp_lib_path",
 ]

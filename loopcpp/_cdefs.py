@@ -96,6 +96,11 @@ typedef struct llama_chat_message {
     const char * content;
 } llama_chat_message;
 
+typedef struct llama_logit_bias {
+    llama_token token;
+    float bias;
+} llama_logit_bias;
+
 typedef void (*ggml_log_callback)(int level, const char * text, void * user_data);
 
 void llama_backend_init(void);
@@ -164,6 +169,15 @@ bool llama_memory_seq_rm(llama_memory_t mem, llama_seq_id seq_id, llama_pos p0, 
 llama_pos llama_memory_seq_pos_max(llama_memory_t mem, llama_seq_id seq_id);
 size_t llama_state_seq_get_size(struct llama_context * ctx, llama_seq_id seq_id);
 size_t llama_state_seq_get_data(struct llama_context * ctx, uint8_t * dst, size_t size, llama_seq_id seq_id);
+size_t llama_state_seq_set_data(struct llama_context * ctx, const uint8_t * src, size_t size, llama_seq_id dest_seq_id);
+size_t llama_state_get_size(struct llama_context * ctx);
+size_t llama_state_get_data(struct llama_context * ctx, uint8_t * dst, size_t size);
+size_t llama_state_set_data(struct llama_context * ctx, const uint8_t * src, size_t size);
+float * llama_get_embeddings_seq(struct llama_context * ctx, llama_seq_id seq_id);
+float * llama_get_embeddings_ith(struct llama_context * ctx, int32_t i);
+int32_t llama_pooling_type(const struct llama_context * ctx);
+void llama_set_abort_callback(struct llama_context * ctx, void * abort_callback, void * abort_callback_data);
+int32_t llama_chat_builtin_templates(const char ** output, size_t len);
 
 struct llama_sampler * llama_sampler_chain_init(struct llama_sampler_chain_params params);
 void llama_sampler_chain_add(struct llama_sampler * chain, struct llama_sampler * smpl);
@@ -173,6 +187,15 @@ struct llama_sampler * llama_sampler_init_top_k(int32_t k);
 struct llama_sampler * llama_sampler_init_top_p(float p, size_t min_keep);
 struct llama_sampler * llama_sampler_init_min_p(float p, size_t min_keep);
 struct llama_sampler * llama_sampler_init_temp(float t);
+struct llama_sampler * llama_sampler_init_typical(float p, size_t min_keep);
+struct llama_sampler * llama_sampler_init_mirostat(int32_t n_vocab, uint32_t seed, float tau, float eta, int32_t m);
+struct llama_sampler * llama_sampler_init_mirostat_v2(uint32_t seed, float tau, float eta);
+struct llama_sampler * llama_sampler_init_grammar(const struct llama_vocab * vocab, const char * grammar_str,
+                                                  const char * grammar_root);
+struct llama_sampler * llama_sampler_init_penalties(int32_t n_vocab, int32_t penalty_last_n, float penalty_repeat,
+                                                    float penalty_freq, float penalty_present);
+struct llama_sampler * llama_sampler_init_logit_bias(int32_t n_vocab, int32_t n_logit_bias,
+                                                     const llama_logit_bias * logit_bias);
 llama_token llama_sampler_sample(struct llama_sampler * smpl, struct llama_context * ctx, int32_t idx);
 void llama_sampler_accept(struct llama_sampler * smpl, llama_token token);
 void llama_sampler_reset(struct llama_sampler * smpl);
@@ -207,6 +230,7 @@ bool llama_loop_arch_supported(const struct llama_model * model);
 const char * llama_loop_version(void);
 const char * llama_loop_llama_commit(void);
 int32_t llama_loop_api_version(void);
+bool llama_loop_abort_on_flag(void * flag);
 """
 
 # (struct name, fields) checked against the real headers by tests/test_abi.py
@@ -216,5 +240,6 @@ CHECKED_STRUCTS = [
     "llama_context_params",
     "llama_sampler_chain_params",
     "llama_chat_message",
+    "llama_logit_bias",
     "llama_loop_params",
 ]

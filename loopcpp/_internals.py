@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ._lib import ffi, lib, log, last_loop_error
-from .errors import ClosedError, ContextError, DecodeError, LoopConfigError, ModelLoadError
+from .errors import CancelledError, ClosedError, ContextError, DecodeError, LoopConfigError, ModelLoadError
 
 _CALL_FAILED = -2**31  # INT32_MIN: the vocabulary calls' error value (see llama-vocab.cpp)
 
@@ -144,7 +144,8 @@ class ModelHandle(_Owner):
         return lib.llama_loop_default_params(self.ptr)
 
 
-def apply_chat_template(template: str, messages: Sequence[dict], add_assistant: bool) -> str:
+def apply_builtin_template(name: str, messages: Sequence[dict], add_assistant: bool) -> str:
+    """Renders messages with one of llama.cpp's built-in templates (llama_chat_apply_template)."""
     keep = []  # the C strings must outlive the call
     chat = ffi.new("struct llama_chat_message[]", len(messages))
     for i, m in enumerate(messages):
@@ -152,7 +153,7 @@ def apply_chat_template(template: str, messages: Sequence[dict], add_assistant: 
         content = ffi.new("char[]", str(m["content"]).encode())
         keep += [role, content]
         chat[i].role, chat[i].content = role, content
-    tmpl = template.encode()
+    tmpl = name.encode()
     cap = 4096 + sum(len(str(m["content"])) * 2 for m in messages)
     buf = ffi.new("char[]", cap)
     n = lib.llama_chat_apply_template(tmpl, chat, len(messages), add_assistant, buf, cap)
@@ -160,8 +161,21 @@ def apply_chat_template(template: str, messages: Sequence[dict], add_assistant: 
         buf = ffi.new("char[]", n)
         n = lib.llama_chat_apply_template(tmpl, chat, len(messages), add_assistant, buf, n)
     if n < 0:
-        raise ValueError("the model's chat template is not supported by llama.cpp's template engine")
+        raise ValueError(f"llama.cpp has no built-in chat template {name!r}")
     return ffi.unpack(buf, n).decode("utf-8", errors="replace")
+
+
+_builtin_names: list[str] = []
+
+
+def builtin_template_names() -> list[str]:
+    """The names of llama.cpp's built-in chat templates ("chatml", "llama3", "gemma", ...)."""
+    if not _builtin_names:
+        n = lib.llama_chat_builtin_templates(ffi.NULL, 0)
+        out = ffi.new("const char *[]", n)
+        lib.llama_chat_builtin_templates(out, n)
+        _builtin_names.extend(ffi.string(out[i]).decode() for i in range(n))
+    return _builtin_names
 
 
 class TensorTap:
@@ -190,7 +204,8 @@ class ContextHandle(_Owner):
 
     def __init__(self, model: ModelHandle, n_ctx: int, n_batch: int, n_ubatch: int, n_threads: int,
                  n_threads_batch: int, type_k: Optional[int], type_v: Optional[int],
-                 flash_attn: Optional[bool], tap: Optional[TensorTap] = None, n_seq_max: int = 1) -> None:
+                 flash_attn: Optional[bool], tap: Optional[TensorTap] = None, n_seq_max: int = 1,
+                 pooling: Optional[int] = None) -> None:
         model_ptr = model.ptr  # a closed model raises here, not inside llama.cpp
         params = lib.llama_context_default_params()
         if tap is not None:
@@ -211,6 +226,13 @@ class ContextHandle(_Owner):
             params.type_v = type_v
         if flash_attn is not None:
             params.flash_attn_type = 1 if flash_attn else 0  # LLAMA_FLASH_ATTN_TYPE_ENABLED / DISABLED
+        if pooling is not None:  # an embeddings context: pooled vectors instead of logits
+            params.embeddings = True
+            params.pooling_type = pooling
+        # cancel(): compute stops at its next graph node once the flag is set (from any thread)
+        self._abort_flag = ffi.new("int32_t *")
+        params.abort_callback = ffi.cast("void *", ffi.addressof(lib, "llama_loop_abort_on_flag"))
+        params.abort_callback_data = self._abort_flag
         log.clear()
         ptr = lib.llama_init_from_model(model_ptr, params)
         if ptr == ffi.NULL:
@@ -236,6 +258,20 @@ class ContextHandle(_Owner):
         lib.llama_batch_free(self._batch)
         lib.llama_free(ptr)
 
+    def set_cancelled(self, on: bool) -> None:
+        self._abort_flag[0] = 1 if on else 0
+
+    @property
+    def cancelled(self) -> bool:
+        return bool(self._abort_flag[0])
+
+    def embeddings_seq(self, seq: int, n_embd: int) -> np.ndarray:
+        """The pooled embedding of sequence `seq` after the last decode."""
+        p = lib.llama_get_embeddings_seq(self.ptr, seq)
+        if p == ffi.NULL:
+            raise DecodeError(f"llama.cpp returned no embedding for sequence {seq}")
+        return np.frombuffer(ffi.buffer(p, 4 * n_embd), dtype=np.float32).copy()
+
     def decode(self, tokens: Sequence[int], pos0: int, want: str) -> Optional[np.ndarray]:
         """Evaluates tokens at positions pos0..; returns logits for "all", "last" or "none";
         "sample" computes the last logits for the sampler without copying them out."""
@@ -257,7 +293,7 @@ class ContextHandle(_Owner):
             log.clear()  # so that an error message quotes this decode's log only
             rc = lib.llama_decode(ctx, b)
             if rc != 0:
-                raise DecodeError(_decode_error(rc))
+                raise _decode_failure(rc)
             if want == "all":
                 out.append(self._logits_at(range(len(chunk))))
         self.has_logits = want != "none"
@@ -268,9 +304,10 @@ class ContextHandle(_Owner):
         return None
 
     def decode_rows(self, tokens: Sequence[int], positions: Sequence[int], seq_ids: Sequence[Sequence[int]],
-                    want: Sequence[bool]) -> np.ndarray:
+                    want: Sequence[bool], read_logits: bool = True) -> np.ndarray:
         """One llama_decode of rows from any sequences: row i is tokens[i] at positions[i] in the
-        sequences seq_ids[i]. Returns the logits of the rows flagged in want, in row order."""
+        sequences seq_ids[i]. Returns the logits of the rows flagged in want, in row order
+        (none with read_logits=False: an embeddings context outputs vectors instead)."""
         ctx = self.ptr
         n = len(tokens)
         n_seq = max(len(s) for s in seq_ids)
@@ -288,9 +325,11 @@ class ContextHandle(_Owner):
             self.has_logits = False
             rc = lib.llama_decode(ctx, batch)
             if rc != 0:
-                raise DecodeError(_decode_error(rc))
+                raise _decode_failure(rc)
         finally:
             lib.llama_batch_free(batch)
+        if not read_logits:
+            return np.empty((0, self.n_vocab), np.float32)
         return self._logits_at([i for i in range(n) if want[i]])
 
     def _logits_at(self, indices: Sequence[int]) -> np.ndarray:
@@ -314,11 +353,28 @@ class ContextHandle(_Owner):
     def pos_max(self) -> int:
         return lib.llama_memory_seq_pos_max(lib.llama_get_memory(self.ptr), 0)
 
-    def state(self) -> bytes:
-        n = lib.llama_state_seq_get_size(self.ptr, 0)
+    def state_get(self, seq: Optional[int] = None) -> bytes:
+        """llama.cpp's serialized state: the whole context's, or one sequence's cache."""
+        ctx = self.ptr
+        n = lib.llama_state_get_size(ctx) if seq is None else lib.llama_state_seq_get_size(ctx, seq)
         buf = ffi.new("uint8_t[]", n)
-        n = lib.llama_state_seq_get_data(self.ptr, buf, n, 0)
+        n = lib.llama_state_get_data(ctx, buf, n) if seq is None else lib.llama_state_seq_get_data(ctx, buf, n, seq)
         return bytes(ffi.buffer(buf, n))
+
+    def state_set(self, data: bytes, seq: Optional[int] = None) -> None:
+        ctx = self.ptr
+        log.clear()
+        n = (lib.llama_state_set_data(ctx, data, len(data)) if seq is None
+             else lib.llama_state_seq_set_data(ctx, data, len(data), seq))
+        self.has_logits = False
+        if n == 0:
+            raise ContextError(f"llama.cpp could not restore the state: {log.recent_errors() or 'it does not fit this context'}")
+
+    def last_logits(self) -> np.ndarray:
+        """The logits the last decode computed for its last row (what the sampler sees)."""
+        if not self.has_logits:
+            raise DecodeError("no logits: the last evaluation computed none")
+        return self._logits_at([-1])[0]
 
     def loop_set(self, params) -> None:
         if lib.llama_loop_set(self.ptr, params) != 0:
@@ -344,6 +400,12 @@ class ContextHandle(_Owner):
         return lib.llama_sampler_sample(sampler.ptr, self.ptr, -1)
 
 
+def _decode_failure(rc: int) -> DecodeError:
+    if rc == 2:
+        return CancelledError("the evaluation was cancelled (Context.cancel())")
+    return DecodeError(_decode_error(rc))
+
+
 def _decode_error(rc: int) -> str:
     reasons = {
         1: "no KV cache slot for the batch (the context is full: use a larger n_ctx)",
@@ -355,24 +417,55 @@ def _decode_error(rc: int) -> str:
 
 
 class SamplerHandle(_Owner):
-    """A llama.cpp sampler chain: greedy when temperature <= 0, else top-k, top-p, min-p, temp, dist."""
+    """llama.cpp's sampler chain for a Sampling (see sampling.py for the order). `history` is
+    the tail of the prompt the penalties see; the grammar only sees generated tokens."""
 
     what = "sampler"
 
-    def __init__(self, temperature: float, top_k: int, top_p: float, min_p: float, seed: int) -> None:
-        ptr = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
-        if temperature <= 0:
-            lib.llama_sampler_chain_add(ptr, lib.llama_sampler_init_greedy())
+    def __init__(self, model: ModelHandle, s, seed: int, history: Sequence[int] = (),
+                 grammar: Optional[str] = None) -> None:
+        n_vocab = model.n_vocab()
+        chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
+        self._ptr = chain  # freed with everything added so far if a step below fails
+        add = lambda smpl: lib.llama_sampler_chain_add(chain, smpl)
+        seed &= 0xFFFFFFFF
+        if s.logit_bias:
+            biases = ffi.new("llama_logit_bias[]", len(s.logit_bias))
+            for i, (tok, bias) in enumerate(s.logit_bias.items()):
+                if not 0 <= tok < n_vocab:
+                    raise ValueError(f"logit_bias token {tok} is outside the vocabulary [0, {n_vocab})")
+                biases[i].token, biases[i].bias = tok, bias
+            add(lib.llama_sampler_init_logit_bias(n_vocab, len(s.logit_bias), biases))
+        if s.repeat_penalty != 1.0 or s.presence_penalty != 0.0 or s.frequency_penalty != 0.0:
+            last_n = s.penalty_last_n if s.penalty_last_n >= 0 else 1 << 30
+            pen = lib.llama_sampler_init_penalties(n_vocab, min(last_n, 1 << 30), s.repeat_penalty,
+                                                   s.frequency_penalty, s.presence_penalty)
+            for tok in list(history)[-last_n:] if last_n else []:
+                lib.llama_sampler_accept(pen, tok)
+            add(pen)
+        if grammar is not None:
+            log.clear()
+            g = lib.llama_sampler_init_grammar(model.vocab, grammar.encode(), b"root")
+            if g == ffi.NULL:
+                raise ValueError(f"the grammar does not parse: {log.recent_errors() or 'llama.cpp refused it'}")
+            add(g)
+        if s.greedy:
+            add(lib.llama_sampler_init_greedy())
+        elif s.mirostat:
+            add(lib.llama_sampler_init_temp(s.temperature))
+            add(lib.llama_sampler_init_mirostat(n_vocab, seed, s.mirostat_tau, s.mirostat_eta, 100) if s.mirostat == 1
+                else lib.llama_sampler_init_mirostat_v2(seed, s.mirostat_tau, s.mirostat_eta))
         else:
-            if top_k > 0:
-                lib.llama_sampler_chain_add(ptr, lib.llama_sampler_init_top_k(top_k))
-            if top_p < 1.0:
-                lib.llama_sampler_chain_add(ptr, lib.llama_sampler_init_top_p(top_p, 1))
-            if min_p > 0.0:
-                lib.llama_sampler_chain_add(ptr, lib.llama_sampler_init_min_p(min_p, 1))
-            lib.llama_sampler_chain_add(ptr, lib.llama_sampler_init_temp(temperature))
-            lib.llama_sampler_chain_add(ptr, lib.llama_sampler_init_dist(seed & 0xFFFFFFFF))
-        self._ptr = ptr
+            if s.top_k > 0:
+                add(lib.llama_sampler_init_top_k(s.top_k))
+            if s.typical_p < 1.0:
+                add(lib.llama_sampler_init_typical(s.typical_p, 1))
+            if s.top_p < 1.0:
+                add(lib.llama_sampler_init_top_p(s.top_p, 1))
+            if s.min_p > 0.0:
+                add(lib.llama_sampler_init_min_p(s.min_p, 1))
+            add(lib.llama_sampler_init_temp(s.temperature))
+            add(lib.llama_sampler_init_dist(seed))
 
     def _free(self, ptr) -> None:
         lib.llama_sampler_free(ptr)

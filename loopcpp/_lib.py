@@ -1,6 +1,8 @@
 """Loads the native library (ABI-mode cffi: no compiler at import) and routes its log.
 
-The library is the libllama built with loopcpp's patch (found by _paths: the installed build, or
+llama.cpp's log goes to the Python logger `loopcpp` (nothing is printed unless the application
+configures logging; `loopcpp` CLI flags -v / --log-level / --log-file do). The library is the
+libllama built with loopcpp's patch (found by _paths: the installed build, or
 the directory in LOOPCPP_LIB_PATH). The version check refuses a library that was built from
 another loopcpp version or llama.cpp commit.
 """
@@ -8,8 +10,7 @@ another loopcpp version or llama.cpp commit.
 from __future__ import annotations
 
 import collections
-import os
-import sys
+import logging
 import threading
 
 from cffi import FFI
@@ -20,11 +21,12 @@ from ._paths import library_path
 from .errors import LibraryError
 
 LLAMA_COMMIT = "0c1e57098"
-LOOP_API_VERSION = 2
+LOOP_API_VERSION = 3
 
 ffi = FFI()
 ffi.cdef(CDEF)
 
+GGML_LOG_LEVEL_INFO = 2
 GGML_LOG_LEVEL_WARN = 3
 GGML_LOG_LEVEL_ERROR = 4
 GGML_LOG_LEVEL_CONT = 5
@@ -50,14 +52,22 @@ def _open():
     return lib
 
 
+# ggml's log levels and the Python levels they become (CONT continues the previous line's level)
+GGML_TO_LOGGING = {0: logging.DEBUG, 1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}
+
+logger = logging.getLogger("loopcpp")
+logger.addHandler(logging.NullHandler())  # a library logs; the application decides where to
+
+
 class _Log:
-    """Keeps llama.cpp's recent log lines (for error messages) and prints those at or above a level.
+    """Routes llama.cpp's log into the `loopcpp` logger, one record per line, and keeps each
+    thread's recent lines for error messages.
 
     Lines are kept per thread: llama.cpp logs on the thread that calls it, so an error message
     built on one thread quotes that thread's log only, never another's."""
 
-    def __init__(self) -> None:
-        self.level = int(os.environ.get("LOOPCPP_LOG_LEVEL", GGML_LOG_LEVEL_ERROR + 1))
+    def __init__(self, logger: logging.Logger = logger) -> None:
+        self.logger = logger
         self._local = threading.local()
 
     def _state(self):
@@ -65,7 +75,7 @@ class _Log:
         if not hasattr(st, "lines"):
             st.lines = collections.deque(maxlen=256)
             st.partial = ""
-            st.last_level = 0
+            st.last_level = GGML_LOG_LEVEL_INFO
         return st
 
     @property
@@ -81,8 +91,9 @@ class _Log:
         while "\n" in st.partial:
             line, st.partial = st.partial.split("\n", 1)
             st.lines.append(line)
-        if level >= self.level:
-            sys.stderr.write(text)
+            py_level = GGML_TO_LOGGING.get(level, logging.INFO)
+            if line.strip() and self.logger.isEnabledFor(py_level):
+                self.logger.log(py_level, "%s", line)
 
     def recent_errors(self, n: int = 3) -> str:
         """The last few lines that look like reasons, for exception messages."""

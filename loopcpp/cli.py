@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import json
 import sys
 from typing import Optional, Sequence
@@ -140,11 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _open(args):
-    from . import _lib
     from .model import Model
 
     if args.verbose:
-        _lib.log.level = 0
+        logging.basicConfig(level=logging.DEBUG, format="%(message)s")
     path = catalog.resolve_model(args.model)
     model = Model(path, n_gpu_layers=args.n_gpu_layers)
     ctx = model.context(n_ctx=args.ctx_size, n_threads=args.threads, loop=args.loop)
@@ -152,7 +152,7 @@ def _open(args):
 
 
 def _sampling(args):
-    from .context import Sampling
+    from .sampling import Sampling
 
     return Sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p, seed=args.seed)
 
@@ -193,7 +193,8 @@ def cmd_chat(args) -> int:
         history.append({"role": "user", "content": line})
         reply = []
         try:
-            for piece in ctx.chat(history, stream=True, max_tokens=args.max_tokens, sampling=sampling):
+            for tok in ctx.chat(history, stream=True, max_tokens=args.max_tokens, sampling=sampling):
+                piece = tok.text
                 reply.append(piece)
                 sys.stdout.write(piece)
                 sys.stdout.flush()
@@ -216,7 +217,7 @@ def cmd_run(args) -> int:
     kw = dict(max_tokens=args.max_tokens, sampling=_sampling(args))
     try:
         if args.chat:
-            pieces = ctx.chat([{"role": "user", "content": args.prompt}], stream=True, **kw)
+            pieces = (t.text for t in ctx.chat([{"role": "user", "content": args.prompt}], stream=True, **kw))
         else:
             pieces = (t.text for t in ctx.generate(args.prompt, **kw))
         for piece in pieces:
@@ -304,7 +305,6 @@ def _check_loops(specs: Sequence[str]) -> None:
 
 
 def cmd_eval(args) -> int:
-    from . import _lib
     from .evals import TaskSpec, evaluate, format_table, summarize, write_csv
     from .evals.data import task_list
     from .model import Model
@@ -312,7 +312,7 @@ def cmd_eval(args) -> int:
     _check_loops(args.loop)
     tasks = task_list(args.task or ["ppl"])
     if args.verbose:
-        _lib.log.level = 0
+        logging.basicConfig(level=logging.DEBUG, format="%(message)s")
     path = catalog.resolve_model(args.model)
     summaries, results = [], []
     with Model(path, n_gpu_layers=args.n_gpu_layers) as model:

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import codecs
 import functools
-import os
 import random
 import threading
-from dataclasses import dataclass
+import time
 from typing import TYPE_CHECKING, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
+from . import state as _state
 from ._internals import ContextHandle, SamplerHandle, TensorTap
-from .errors import BusyError, ContextFullError, LoopConfigError
+from .errors import BusyError, CancelledError, ContextError, ContextFullError, LoopConfigError
+from .generation import Completion, Generation, Timings, Token, TopLogprob, Usage
 from .loop import LoopConfig, LoopLike, as_loop_config
+from .sampling import Sampling, sampling_from
+from .system import default_threads
 
 if TYPE_CHECKING:
     from .model import Model
@@ -22,41 +25,10 @@ if TYPE_CHECKING:
 GGML_TYPES = {"f32": 0, "f16": 1, "q8_0": 8, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "bf16": 30}
 
 
-@dataclass(frozen=True)
-class Token:
-    """One generated token: its id and the text it completes (may be "" inside a UTF-8 sequence).
-    Text held back because it could begin a stop string is flushed at the end with id -1."""
-
-    id: int
-    text: str
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """llama.cpp's sampler chain parameters; temperature <= 0 is greedy."""
-
-    temperature: float = 0.8
-    top_k: int = 40
-    top_p: float = 0.95
-    min_p: float = 0.05
-    seed: Optional[int] = None
-
-    def __post_init__(self) -> None:
-        if not self.temperature >= 0:
-            raise ValueError(f"temperature={self.temperature!r} must be >= 0")
-        if not isinstance(self.top_k, int) or self.top_k < 0:
-            raise ValueError(f"top_k={self.top_k!r} must be an int >= 0 (0 = off)")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p={self.top_p!r} must be in (0, 1]")
-        if not 0.0 <= self.min_p <= 1.0:
-            raise ValueError(f"min_p={self.min_p!r} must be in [0, 1]")
-
-
-def _cpu_threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS, Windows
-        return max(1, os.cpu_count() or 1)
+POOLING = {"none": 0, "mean": 1, "cls": 2, "last": 3}
+# llama.cpp sizes per-position bookkeeping before it allocates the cache, so a huge n_ctx can use
+# all memory before failing (10**9 positions touched 19 GB): refuse it before asking.
+MAX_CTX = 1 << 24
 
 
 def _exclusive(method):
@@ -83,39 +55,54 @@ class Context:
     type_k / type_v: KV cache types ("f16" default, "f32" for exact comparisons).
     capture: names of graph tensors to copy out at each eval (e.g. "l_out-16", layer 16's
     output), then in `captured`: name -> list of (n_tokens, width) arrays in compute order.
+    embeddings=True makes an embeddings context (see embed()); pooling: "mean", "cls", "last"
+    or "none" (default: the model's own, else mean).
+    n_threads: default the physical cores, as llama.cpp's tools choose.
     """
 
     def __init__(self, model: "Model", n_ctx: int = 2048, n_batch: int = 512, n_ubatch: int = 512,
                  n_threads: Optional[int] = None, n_threads_batch: Optional[int] = None,
                  type_k: Optional[str] = None, type_v: Optional[str] = None,
                  flash_attn: Optional[bool] = None, loop: LoopLike = None,
-                 capture: Optional[Sequence[str]] = None, n_seq_max: int = 1) -> None:
+                 capture: Optional[Sequence[str]] = None, n_seq_max: int = 1, embeddings: bool = False,
+                 pooling: Optional[str] = None) -> None:
         for name, v in (("n_ctx", n_ctx), ("n_batch", n_batch), ("n_ubatch", n_ubatch), ("n_seq_max", n_seq_max)):
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name}={v!r} must be a positive int")
+        if n_ctx > MAX_CTX:
+            raise ContextError(f"n_ctx={n_ctx} is more than the {MAX_CTX} positions a context may have")
         for name, v in (("type_k", type_k), ("type_v", type_v)):
             if v is not None and v not in GGML_TYPES:
                 raise ValueError(f"{name}={v!r} is not one of {', '.join(GGML_TYPES)}")
+        if pooling is not None and (not embeddings or pooling not in POOLING):
+            raise ValueError(f"pooling={pooling!r} needs embeddings=True and one of {', '.join(POOLING)}")
+        if embeddings and min(n_ubatch, n_batch) % n_seq_max:
+            # llama.cpp's worst-case reserve rounds n_ubatch up to a multiple of n_seq_max and
+            # then fails to build the pooling graph
+            raise ValueError(f"an embeddings context needs n_ubatch ({min(n_ubatch, n_batch)}) to be a multiple "
+                             f"of n_seq_max ({n_seq_max})")
         loop_cfg = as_loop_config(loop)  # validate before any native work
         self._lock = threading.RLock()
         self._streaming = False
-        threads = n_threads or _cpu_threads()
+        threads = n_threads or default_threads()
+        pooling_code = POOLING[pooling or model.pooling] if embeddings else None
         self.model = model
         self._tap = TensorTap(capture) if capture else None
         self._h = ContextHandle(
             model._h, n_ctx, n_batch, min(n_ubatch, n_batch), threads, n_threads_batch or threads,
             GGML_TYPES.get(type_k) if type_k else None, GGML_TYPES.get(type_v) if type_v else None,
-            flash_attn, self._tap, n_seq_max,
+            flash_attn, self._tap, n_seq_max, pooling_code,
         )
         model._contexts.add(self)  # closing the model closes this context first
         self.n_ctx: int = self._h.n_ctx
         self.n_batch: int = self._h.n_batch
         self.n_ubatch: int = self._h.n_ubatch
         self.n_seq_max: int = n_seq_max
+        self.embeddings: bool = embeddings
+        self.pooling: Optional[str] = (pooling or model.pooling) if embeddings else None
         self.tokens: list[int] = []  # what the KV cache holds for sequence 0, in order
         self._several_sequences = False  # eval_batch filled the cache; eval() needs reset() first
         self._ubatch_starts: list[int] = []  # positions where a ubatch began (see _prefill)
-        self.finish_reason: Optional[str] = None
         if loop_cfg is not None:
             self.set_loop(loop_cfg)
 
@@ -177,6 +164,7 @@ class Context:
     @_exclusive
     def eval(self, tokens: Sequence[int], logits: str = "last") -> Optional[np.ndarray]:
         """Appends tokens to the cache; returns logits for "last" (n_vocab,), "all" (n, n_vocab) or "none"."""
+        self._h.set_cancelled(False)
         return self._eval(tokens, logits)
 
     def _eval(self, tokens: Sequence[int], logits: str) -> Optional[np.ndarray]:
@@ -227,6 +215,7 @@ class Context:
         if any(not isinstance(p, int) or not 0 <= p < self.n_ctx for p in positions):
             raise ValueError(f"positions must be ints in [0, n_ctx={self.n_ctx})")
         self._several_sequences = True
+        self._h.set_cancelled(False)
         return self._h.decode_rows(tokens, list(positions), seqs, want)
 
     @property
@@ -255,8 +244,9 @@ class Context:
         self.tokens = self.tokens[:n]
         self._ubatch_starts = [b for b in self._ubatch_starts if b < n]
 
-    def _prefill(self, prompt: list[int]) -> None:
-        """Evaluates prompt for sampling, reusing the cached common prefix.
+    def _prefill(self, prompt: list[int]) -> int:
+        """Evaluates prompt for sampling, reusing the cached common prefix; returns the number
+        of prompt tokens reused.
 
         A looped ubatch's result depends on where it starts (docs/looping.md), so with a loop the
         reuse stops at the start of a ubatch of the earlier evaluation: the same prompt twice then
@@ -275,6 +265,7 @@ class Context:
                 n = 0
             self._truncate(n)
         self._eval(prompt[n:], logits="sample")
+        return n
 
     @_exclusive
     def perplexity(self, tokens: Sequence[int]) -> float:
@@ -283,6 +274,7 @@ class Context:
         if len(tokens) < 2:
             raise ValueError("perplexity needs at least two tokens")
         self._reset()
+        self._h.set_cancelled(False)
         logits = self._eval(tokens, logits="all").astype(np.float64)
         logits -= logits.max(axis=1, keepdims=True)
         logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
@@ -291,81 +283,251 @@ class Context:
 
     # --- generation --------------------------------------------------------------------------
     def generate(self, prompt: Union[str, Sequence[int]], max_tokens: int = 256,
-                 stop: Sequence[str] = (), add_special: bool = True, parse_special: bool = True,
-                 sampling: Optional[Sampling] = None, **sampling_kw) -> Iterator[Token]:
-        """Streams tokens after prompt until an end-of-generation token, a stop string, max_tokens
-        or the end of the context; finish_reason says which ("eog", "stop", "length", "context")."""
-        sampling = sampling or Sampling(**sampling_kw)
+                 stop: Union[str, Sequence[str]] = (), stop_tokens: Sequence[int] = (),
+                 add_special: bool = True, parse_special: bool = True, sampling: Optional[Sampling] = None,
+                 logprobs: Optional[int] = None, **sampling_kw) -> Generation:
+        """Streams Tokens after prompt until an end-of-generation token, a stop string or stop
+        token, max_tokens, the end of the context or cancel(); the Generation's `completion`
+        then says which (finish_reason "eog", "stop", "length", "context", "cancelled") with
+        token usage and timings. Sampling keywords (temperature=, top_k=, grammar=, ...) change
+        `sampling` (or the defaults). logprobs=N gives each token's log-probability and its N
+        most likely alternatives (0: the token's only)."""
+        sampling = sampling_from(sampling, **sampling_kw)
         if not isinstance(max_tokens, int) or max_tokens < 0:
             raise ValueError(f"max_tokens={max_tokens!r} must be an int >= 0")
+        stops = [stop] if isinstance(stop, str) else list(stop)
+        if any(not isinstance(x, str) for x in stops):
+            raise ValueError(f"stop={stop!r} must be a string or a list of strings")
+        stop_ids = set(self.model._check_tokens(stop_tokens))
+        if logprobs is not None and (not isinstance(logprobs, int) or not 0 <= logprobs <= self.model.n_vocab):
+            raise ValueError(f"logprobs={logprobs!r} must be None or an int in [0, n_vocab]")
         prompt_tokens = (self.model.tokenize(prompt, add_special, parse_special)
-                         if isinstance(prompt, str) else list(prompt))
+                         if isinstance(prompt, str) else self.model._check_tokens(prompt))
         if not prompt_tokens:
             raise ValueError("the prompt is empty")
         if len(prompt_tokens) > self.n_ctx:
             raise ContextFullError(f"the prompt has {len(prompt_tokens)} tokens but the context holds {self.n_ctx}")
-        return self._stream(prompt_tokens, max_tokens, list(stop), sampling)
-
-    def _stream(self, prompt: list[int], max_tokens: int, stop: list[str], sampling: Sampling) -> Iterator[Token]:
+        if self.embeddings:
+            raise ValueError("an embeddings context does not generate: use embed(), or a context without embeddings=True")
+        # built now, so a grammar that does not parse raises here rather than at the first token
         seed = sampling.seed if sampling.seed is not None else random.getrandbits(32)
-        sampler = SamplerHandle(sampling.temperature, sampling.top_k, sampling.top_p, sampling.min_p, seed)
+        sampler = SamplerHandle(self.model._h, sampling, seed, history=prompt_tokens, grammar=sampling.grammar_text())
+        gen = Generation()
+        gen._steps = self._stream(gen, prompt_tokens, max_tokens, [x for x in stops if x], stop_ids, sampler, logprobs)
+        return gen
+
+    def _stream(self, gen: Generation, prompt: list[int], max_tokens: int, stop: list[str], stop_ids: set[int],
+                sampler: SamplerHandle, logprobs: Optional[int]) -> Iterator[Token]:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self.finish_reason = None
         held = ""  # text held back because it may begin a stop string
+        out: list[Token] = []
+        finish, cached, n_generated = "cancelled", 0, 0
+        t_prompt = t_gen = 0.0
         with self._lock:
             if self._streaming:
                 sampler.close()
                 raise BusyError("another generation is in progress on this context: finish or close() "
                                 "that generator first, or use a second context")
             self._streaming = True
+            self._h.set_cancelled(False)
+        t0 = time.perf_counter()
         try:
-            with self._lock:
-                self._prefill(prompt)
+            try:
+                with self._lock:
+                    cached = self._prefill(prompt)
+            except CancelledError:
+                return
+            finally:
+                t_prompt = time.perf_counter() - t0
+            t1 = time.perf_counter()
             for _ in range(max_tokens):
-                token = self._h.sample(sampler)
-                if self.model.is_eog(token):
-                    self.finish_reason = "eog"
+                if self._h.cancelled:
                     break
+                token = self._h.sample(sampler)
+                lp, top = self._logprobs(token, logprobs) if logprobs is not None else (None, None)
+                if self.model.is_eog(token) or token in stop_ids:
+                    finish = "eog" if self.model.is_eog(token) else "stop"
+                    break
+                n_generated += 1
                 text = held + decoder.decode(self.model.token_to_piece(token))
                 cut = _find_stop(text, stop)
                 if cut is not None:
-                    self.finish_reason = "stop"
+                    finish = "stop"
                     if cut:
-                        yield Token(token, text[:cut])
+                        out.append(Token(token, text[:cut], lp, top))
+                        yield out[-1]
                     break
                 keep = _stop_prefix_len(text, stop)
                 held = text[len(text) - keep:] if keep else ""
-                yield Token(token, text[:len(text) - keep])
+                out.append(Token(token, text[:len(text) - keep], lp, top))
+                yield out[-1]
                 if self.n_past + 1 > self.n_ctx:
-                    self.finish_reason = "context"
+                    finish = "context"
                     break
-                with self._lock:
-                    self._eval([token], logits="sample")
+                try:
+                    with self._lock:
+                        self._eval([token], logits="sample")
+                except CancelledError:
+                    break
             else:
-                self.finish_reason = "length"
-            if held and self.finish_reason != "stop":
-                yield Token(-1, held)
+                finish = "length"
+            t_gen = time.perf_counter() - t1
+            if held and finish != "stop":
+                out.append(Token(-1, held))
+                yield out[-1]
         finally:
             self._streaming = False
             sampler.close()
+            gen._finish(Completion(
+                "".join(t.text for t in out), finish,
+                Usage(len(prompt), n_generated, cached),
+                Timings(t_prompt * 1000, len(prompt) - cached, t_gen * 1000, n_generated), tuple(out)))
 
-    def complete(self, prompt: Union[str, Sequence[int]], **kw) -> str:
-        """The whole completion of prompt as one string (see generate for the parameters)."""
-        return "".join(t.text for t in self.generate(prompt, **kw))
+    def _logprobs(self, token: int, n: int) -> tuple[float, Optional[tuple[TopLogprob, ...]]]:
+        """The model's log-probability of token (before sampling's transforms) and the n most
+        likely tokens, from the logits the sampler saw."""
+        logits = self._h.last_logits().astype(np.float64)
+        m = logits.max()
+        logp = logits - (m + np.log(np.exp(logits - m).sum()))
+        if n == 0:
+            return float(logp[token]), None
+        best = np.argpartition(-logp, n - 1)[:n] if n < len(logp) else np.arange(len(logp))
+        best = best[np.argsort(-logp[best], kind="stable")]
+        piece = lambda t: self.model.token_to_piece(int(t)).decode("utf-8", errors="replace")
+        return float(logp[token]), tuple(TopLogprob(int(t), piece(t), float(logp[t])) for t in best)
 
-    def chat(self, messages: Sequence[dict], stream: bool = False, **kw) -> Union[str, Iterator[str]]:
-        """Replies to messages ([{"role": "user", "content": ...}]) using the model's chat template.
-        The cached prefix of the previous turn is reused."""
-        text = self.model.apply_chat_template(messages, add_assistant=True)
+    def complete(self, prompt: Union[str, Sequence[int]], **kw) -> Completion:
+        """The whole completion of prompt (see generate for the parameters); str() of it is the text."""
+        return self.generate(prompt, **kw).completion
+
+    def chat(self, messages: Sequence[dict], stream: bool = False, chat_template: Optional[str] = None,
+             **kw) -> Union[Completion, Generation]:
+        """Replies to messages ([{"role": "user", "content": ...}]) using the model's chat template
+        (or chat_template=, a built-in name or Jinja text); the reply stops at the template's
+        end-of-turn tokens. The cached prefix of the previous turn is reused. stream=True returns
+        the Generation to iterate; otherwise its Completion."""
+        tmpl = self.model.chat_format if chat_template is None else self.model._resolve_template(chat_template)
+        text = tmpl.render(messages, add_generation_prompt=True)
         tokens = self.model.tokenize(text, add_special=self._needs_bos(text), parse_special=True)
-        pieces = (t.text for t in self.generate(tokens, **kw))
-        return pieces if stream else "".join(pieces)
+        kw["stop_tokens"] = list(kw.get("stop_tokens", ())) + tmpl.stop_tokens
+        gen = self.generate(tokens, **kw)
+        return gen if stream else gen.completion
 
     def _needs_bos(self, text: str) -> bool:
         if not self.model._h.add_bos():
             return False
         bos_text = self.model.token_to_piece(self.model.bos, special=True).decode(errors="replace")
         return not (bos_text and text.startswith(bos_text))
+
+    def cancel(self) -> None:
+        """Stops the evaluation or generation in progress, from any thread (a UI's stop button,
+        a Ctrl-C handler): compute stops within a graph node, a generation ends with finish_reason
+        "cancelled", eval() raises CancelledError. The cache keeps what was complete."""
+        if not self._h.closed:
+            self._h.set_cancelled(True)
+
+    # --- embeddings --------------------------------------------------------------------------
+    @_exclusive
+    def embed(self, texts: Union[str, Sequence[str]], normalize: bool = True) -> np.ndarray:
+        """Pooled embeddings of texts, (len(texts), n_embd) float32 (a 1-D vector for one str),
+        on a context made with embeddings=True. Several texts share each batch as separate
+        sequences (up to n_seq_max at a time). The loop applies as to any prompt, and every text
+        loops, a one-token text included (its sequence is run with decode=full)."""
+        if not self.embeddings:
+            raise ValueError("embed() needs a context made with embeddings=True (or use Model.embed())")
+        if self.pooling == "none":
+            raise ValueError("pooling='none' gives one vector per token: use pooling='mean', 'cls' or 'last'")
+        single = isinstance(texts, str)
+        items = [texts] if single else list(texts)
+        if any(not isinstance(t, str) for t in items):
+            raise ValueError("embed() takes a string or a list of strings")
+        toks = [self.model.tokenize(t, add_special=True, parse_special=False) or [self.model.bos] for t in items]
+        for i, t in enumerate(toks):
+            if len(t) > min(self.n_batch, self.n_ctx):
+                raise ContextFullError(f"text {i} has {len(t)} tokens; this context embeds at most "
+                                       f"{min(self.n_batch, self.n_ctx)} (raise n_ctx and n_batch)")
+        out = np.empty((len(items), self.model.n_embd), np.float32)
+        looped = self.loop.enabled
+        self._h.set_cancelled(False)
+        i = 0
+        while i < len(toks):
+            group = [i]  # texts of one batch, each its own sequence
+            while (i + len(group) < len(toks) and len(group) < self.n_seq_max
+                   and sum(len(toks[j]) for j in group) + len(toks[i + len(group)]) <= min(self.n_batch, self.n_ctx)):
+                group.append(i + len(group))
+            self._reset()
+            rows, pos, seqs = [], [], []
+            for s, j in enumerate(group):
+                rows += toks[j]
+                pos += list(range(len(toks[j])))
+                seqs += [[s]] * len(toks[j])
+                if looped:
+                    self._h.loop_seq_set(s, True, (1, 0))  # decode=full: a one-token text loops too
+            try:
+                self._several_sequences = True
+                self._h.decode_rows(rows, pos, seqs, [True] * len(rows), read_logits=False)
+                for s, j in enumerate(group):
+                    out[j] = self._h.embeddings_seq(s, self.model.n_embd)
+            finally:
+                if looped:
+                    self._h.loop_seq_reset(-1)
+                self._reset()
+            i += len(group)
+        if normalize:
+            norms = np.linalg.norm(out, axis=1, keepdims=True)
+            out = out / np.where(norms > 0, norms, 1)
+        return out[0] if single else out
+
+    # --- state -------------------------------------------------------------------------------
+    @_exclusive
+    def save_state(self, seq: Optional[int] = None) -> bytes:
+        """The context's state as bytes: its cache (and last logits), with the loop it was built
+        under and the tokens it holds. seq: one sequence's cache only (a chat app switching
+        conversations saves each conversation's sequence)."""
+        self._check_seq(seq)
+        data = self._h.state_get(seq)
+        tokens = self.tokens if seq in (None, 0) and not self._several_sequences else []
+        return _state.pack(self, data, seq, tokens, self._ubatch_starts if tokens else [])
+
+    @_exclusive
+    def load_state(self, data: bytes, seq: Optional[int] = None, adopt_loop: bool = False) -> None:
+        """Restores what save_state() returned (into sequence `seq` for a per-sequence state).
+        A state saved under another loop is refused (its cache entries were written by that
+        loop) unless adopt_loop=True, which first switches this context to the saved loop."""
+        self._check_seq(seq)
+        header, blob = _state.unpack(data, self.model)
+        if (header["seq"] is None) != (seq is None):
+            raise _state.StateError("a whole-context state loads with seq=None, a sequence's state with seq=N")
+        saved = header["loop"]
+        if saved != str(self.loop):
+            if not adopt_loop:
+                raise _state.StateError(
+                    f"the state was saved under loop '{saved}' but this context loops '{self.loop}': "
+                    f"pass adopt_loop=True to switch to '{saved}', or set_loop('{saved}') first")
+            self._h.loop_set(as_loop_config(saved).to_c())
+        if seq is None or seq == 0:
+            self._reset()
+        try:
+            self._h.state_set(blob, seq)
+        except Exception:
+            self._reset()
+            raise
+        if seq in (None, 0):
+            self.tokens = list(header["tokens"])
+            self._ubatch_starts = list(header["ubatch_starts"])
+            self._sync()
+
+    def save_state_file(self, path, seq: Optional[int] = None) -> None:
+        with open(path, "wb") as f:
+            f.write(self.save_state(seq))
+
+    def load_state_file(self, path, seq: Optional[int] = None, adopt_loop: bool = False) -> None:
+        with open(path, "rb") as f:
+            self.load_state(f.read(), seq, adopt_loop)
+
+    def _check_seq(self, seq: Optional[int]) -> None:
+        if seq is not None and (not isinstance(seq, int) or not 0 <= seq < self.n_seq_max):
+            raise ValueError(f"seq={seq!r} must be None or a sequence id in [0, n_seq_max={self.n_seq_max})")
 
     # --- lifetime ----------------------------------------------------------------------------
     def close(self) -> None:
@@ -386,7 +548,7 @@ class Context:
     @_exclusive
     def kv_state(self) -> bytes:
         """The serialized cache of sequence 0 (llama_state_seq_get_data), for comparisons."""
-        return self._h.state()
+        return self._h.state_get(0)
 
 
 def _find_stop(text: str, stop: list[str]) -> Optional[int]:

@@ -21,6 +21,10 @@ class DecodeError(LoopcppError):
     """llama_decode failed."""
 
 
+class CancelledError(DecodeError):
+    """An evaluation was stopped by Context.cancel(); the cache keeps what was complete."""
+
+
 class ContextFullError(DecodeError):
     """The tokens do not fit in the context window."""
 

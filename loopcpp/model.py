@@ -7,21 +7,21 @@ import os
 import weakref
 from typing import TYPE_CHECKING, Optional, Sequence
 
-from ._internals import ModelHandle, apply_chat_template
+from . import chat_template as _chat_template
+from ._internals import ModelHandle
 from .loop import LoopConfig
+from .system import default_gpu_layers
 
 if TYPE_CHECKING:
     from .context import Context
-
-# llama.cpp's built-in template used when a GGUF has no chat template of its own, by architecture.
-FALLBACK_TEMPLATES = {"gemma": "gemma", "gemma2": "gemma", "gemma3": "gemma"}
-DEFAULT_FALLBACK_TEMPLATE = "chatml"
 
 
 class Model:
     """A GGUF model. `Model(path, n_gpu_layers=0)`; use as a context manager or call close().
 
-    `repack=False` keeps weights in their file layout instead of the CPU's repacked one (AMX,
+    n_gpu_layers: layers offloaded to the GPU; default all of them on a build with a GPU
+    backend (CUDA, Metal), none on a CPU build. `chat_template` replaces the GGUF's chat template: a llama.cpp built-in name ("chatml",
+    "llama3", ...) or Jinja text. `repack=False` keeps weights in their file layout instead of the CPU's repacked one (AMX,
     AVX-512 or NEON tiles), e.g. to compare the two matmul paths.
 
     >>> with Model("SmolLM2-135M-Instruct.Q4_1.gguf") as model:
@@ -29,10 +29,14 @@ class Model:
     ...         print(ctx.chat([{"role": "user", "content": "Hi"}]))
     """
 
-    def __init__(self, path: str | os.PathLike, n_gpu_layers: int = 0, use_mmap: bool = True,
-                 vocab_only: bool = False, repack: bool = True) -> None:
-        if not isinstance(n_gpu_layers, int):
+    def __init__(self, path: str | os.PathLike, n_gpu_layers: Optional[int] = None, use_mmap: bool = True,
+                 vocab_only: bool = False, repack: bool = True, chat_template: Optional[str] = None) -> None:
+        if n_gpu_layers is None:
+            n_gpu_layers = default_gpu_layers()
+        if not isinstance(n_gpu_layers, int) or isinstance(n_gpu_layers, bool):
             raise TypeError(f"n_gpu_layers must be an int, got {n_gpu_layers!r}")
+        if chat_template is not None and (not isinstance(chat_template, str) or not chat_template.strip()):
+            raise _chat_template.ChatTemplateError(f"chat_template={chat_template!r} must be a built-in name or Jinja text")
         self.path = os.fspath(path)
         self._h = ModelHandle(self.path, n_gpu_layers, use_mmap, vocab_only, repack)
         self._contexts: "weakref.WeakSet[Context]" = weakref.WeakSet()
@@ -53,6 +57,8 @@ class Model:
         self.bos: int = self._h.bos()
         self.eos: int = self._h.eos()
         self.add_bos: bool = self._h.add_bos()  # whether tokenize(add_special=True) starts with BOS
+        self._chat_override = chat_template
+        self._chat: Optional[_chat_template.ChatTemplate] = None
 
     # --- loops -------------------------------------------------------------------------------
     @property
@@ -96,15 +102,49 @@ class Model:
 
     @property
     def chat_template(self) -> Optional[str]:
+        """The GGUF's own chat template (Jinja text), or None."""
         return self._h.chat_template()
 
-    def apply_chat_template(self, messages: Sequence[dict], add_assistant: bool = True) -> str:
-        """Formats messages ([{"role": ..., "content": ...}]) with the model's chat template."""
-        for m in messages:
-            if not isinstance(m, dict) or "role" not in m or "content" not in m:
-                raise ValueError(f"a chat message needs 'role' and 'content', got {m!r}")
-        template = self.chat_template or FALLBACK_TEMPLATES.get(self.arch, DEFAULT_FALLBACK_TEMPLATE)
-        return apply_chat_template(template, messages, add_assistant)
+    @property
+    def chat_format(self) -> "_chat_template.ChatTemplate":
+        """The template chats use: the chat_template= override, the GGUF's, or a built-in
+        fallback (with a warning), with its end-of-turn stop tokens."""
+        if self._chat is None:
+            self._chat = _chat_template.resolve(self, self._chat_override)
+        return self._chat
+
+    def _resolve_template(self, chat_template: str) -> "_chat_template.ChatTemplate":
+        return _chat_template.resolve(self, chat_template)
+
+    def apply_chat_template(self, messages: Sequence[dict], add_generation_prompt: bool = True,
+                            chat_template: Optional[str] = None, **extra) -> str:
+        """Formats messages ([{"role": ..., "content": ...}]) as a prompt. chat_template= overrides
+        the model's for this call; `extra` reaches a Jinja template as variables."""
+        tmpl = self.chat_format if chat_template is None else self._resolve_template(chat_template)
+        return tmpl.render(messages, add_generation_prompt, **extra)
+
+    # --- embeddings --------------------------------------------------------------------------
+    @property
+    def pooling(self) -> str:
+        """How embeddings pool token vectors: the model's own (`<arch>.pooling_type`), else mean."""
+        names = {0: "none", 1: "mean", 2: "cls", 3: "last"}
+        return names.get(int(self.metadata.get(f"{self.arch}.pooling_type", 1) or 1), "mean")
+
+    def embed(self, texts: "str | Sequence[str]", pooling: Optional[str] = None, normalize: bool = True,
+              loop=None, **context_kw):
+        """Pooled embeddings of texts, as Context.embed() on a temporary embeddings context sized
+        for them (loop= as for any context)."""
+        from .context import Context
+
+        items = [texts] if isinstance(texts, str) else list(texts)
+        longest = max((len(self.tokenize(t)) for t in items if isinstance(t, str)), default=1)
+        size = max(512, -(-longest // 64) * 64)  # a multiple of 64, so any n_seq_max <= 64 divides it
+        context_kw.setdefault("n_ctx", size)
+        context_kw.setdefault("n_batch", context_kw["n_ctx"])
+        context_kw.setdefault("n_ubatch", context_kw["n_batch"])
+        context_kw.setdefault("n_seq_max", 1 << min(6, max(0, len(items) - 1).bit_length()))
+        with Context(self, embeddings=True, pooling=pooling, loop=loop, **context_kw) as ctx:
+            return ctx.embed(texts, normalize=normalize)
 
     # --- contexts ----------------------------------------------------------------------------
     def context(self, **kwargs) -> "Context":

@@ -126,8 +126,12 @@ class Model:
         x = self.w["token_embd.weight"][tokens]
         return x * np.sqrt(self.hp.n_embd) if self.hp.arch == "gemma3" else x
 
+    def normed(self, x):
+        """The final norm's output: what llama.cpp pools into embeddings."""
+        return rms_norm(x, self.w["output_norm.weight"], self.hp.eps)
+
     def logits(self, x):
-        return rms_norm(x, self.w["output_norm.weight"], self.hp.eps) @ self.w["output.weight"].T
+        return self.normed(x) @ self.w["output.weight"].T
 
     def qkv(self, il, h, pos):
         """This layer's query and current K/V for the normalised input h."""
@@ -347,6 +351,7 @@ class Session:
             kv.append(kv_il)
             il += 1
         past.commit(pos, kv)
+        self.last_hidden = x  # the residual stream after the last layer, for embeddings
         return m.logits(x)
 
 

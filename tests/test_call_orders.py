@@ -5,6 +5,7 @@ process killed by a signal fails the test; a clear exception passes."""
 import subprocess
 import sys
 import textwrap
+import logging
 import threading
 
 import numpy as np
@@ -91,8 +92,7 @@ def test_two_threads_on_one_context_are_serialised(tiny_models):
 
 
 def test_a_threads_error_message_never_quotes_another_threads_log():
-    log = _lib._Log()
-    log.level = 99
+    log = _lib._Log(logging.getLogger("loopcpp-test-silent"))
     ready = threading.Barrier(2)
     seen = {}
 

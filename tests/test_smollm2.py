@@ -9,34 +9,37 @@ TEXT = (
     "Locally nicknamed La dame de fer, it was constructed as the centrepiece of the 1889 World's Fair, "
     "and to crown the centennial anniversary of the French Revolution."
 )
+# With its template's default system prompt this 135M Q4_1 model rambles; with this one it answers.
+QUESTION = [{"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": "What is the capital of France?"}]
 
 
 def test_greedy_generation_is_coherent_and_deterministic(smollm2):
     with smollm2.context(n_ctx=512) as ctx:
-        a = ctx.complete("The capital of France is", max_tokens=8, temperature=0)
-        b = ctx.complete("The capital of France is", max_tokens=8, temperature=0)
+        a = ctx.complete("The capital of France is", max_tokens=8, temperature=0).text
+        b = ctx.complete("The capital of France is", max_tokens=8, temperature=0).text
     assert "Paris" in a
     assert a == b
 
 
 def test_chat_answers_with_the_template(smollm2):
     with smollm2.context(n_ctx=512) as ctx:
-        reply = ctx.chat([{"role": "user", "content": "What is the capital of France?"}], max_tokens=24, temperature=0)
+        done = ctx.chat(QUESTION, max_tokens=24, temperature=0)
+        reply = done.text
         assert "Paris" in reply
-        assert ctx.finish_reason in ("eog", "length")
+        assert done.finish_reason in ("eog", "length")
         # a second turn reuses the cached prefix of the first
         n_before = ctx.n_past
-        ctx.chat([{"role": "user", "content": "What is the capital of France?"},
-                  {"role": "assistant", "content": reply},
-                  {"role": "user", "content": "And of Italy?"}], max_tokens=8, temperature=0)
+        ctx.chat(QUESTION + [{"role": "assistant", "content": reply}, {"role": "user", "content": "And of Italy?"}],
+                 max_tokens=8, temperature=0)
         assert ctx.n_past > n_before
 
 
 def test_looped_chat_still_answers(smollm2):
     with smollm2.context(n_ctx=512, loop="auto") as ctx:
         assert ctx.loop.enabled
-        reply = ctx.chat([{"role": "user", "content": "What is the capital of France?"}], max_tokens=24, temperature=0)
-    assert "Paris" in reply
+        reply = ctx.chat(QUESTION, max_tokens=24, temperature=0)
+    assert "Paris" in reply.text
 
 
 def test_naive_collapses_while_rk_stays_close(smollm2):
@@ -74,8 +77,8 @@ def test_gemma3_sliding_window_model_loops():
             ctx.set_loop("auto")
             assert (ctx.loop.start, ctx.loop.end) == (7, 10)
             assert abs(ctx.perplexity(tokens) - base) < 0.1 * base
-            a = ctx.complete("The capital of France is", max_tokens=8, temperature=0)
-            assert a and a == ctx.complete("The capital of France is", max_tokens=8, temperature=0)
+            a = ctx.complete("The capital of France is", max_tokens=8, temperature=0).text
+            assert a and a == ctx.complete("The capital of France is", max_tokens=8, temperature=0).text
 
 
 def test_repacked_matmuls_agree_with_the_plain_ones(smollm2, smollm2_path):

@@ -22,7 +22,7 @@ extern "C" {
 #endif
 
 // Version of the loop API below; bumped when a declaration in this header changes.
-#define LLAMA_LOOP_API_VERSION 2
+#define LLAMA_LOOP_API_VERSION 3
 
 // Largest number of sub-steps K accepted.
 #define LLAMA_LOOP_MAX_STEPS 64
@@ -122,6 +122,11 @@ LLAMA_API const char * llama_loop_last_error(void);
 
 // Whether `model`'s architecture has a loop-capable graph builder (false for NULL).
 LLAMA_API bool llama_loop_arch_supported(const struct llama_model * model);
+
+// An abort callback for llama_set_abort_callback(ctx, llama_loop_abort_on_flag, flag): compute
+// stops (llama_decode returns 2) once the int32_t at `flag` is non-zero. For hosts that cannot
+// run their own code on ggml's compute threads, such as Python: they set the flag from any thread.
+LLAMA_API bool llama_loop_abort_on_flag(void * flag);
 
 // loopcpp's version string, e.g. "0.1.0".
 LLAMA_API const char * llama_loop_version(void);

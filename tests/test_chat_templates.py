@@ -1,0 +1,114 @@
+"""Chat templates: the real Jinja templates of popular families (tests/fixtures/chat_templates,
+copied verbatim from the models' tokenizer configs and the catalog GGUFs) render in the sandbox,
+agree with llama.cpp's own formatter where it knows the format, and stop at end of turn."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+
+import loopcpp
+from loopcpp import chat_template
+from loopcpp._internals import apply_builtin_template, builtin_template_names
+
+FIXTURES = Path(__file__).parent / "fixtures" / "chat_templates"
+CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "2+2?"}]
+NO_SYSTEM = CHAT[1:]
+
+
+def render(name: str, messages=CHAT, **kw) -> str:
+    tmpl = chat_template.ChatTemplate((FIXTURES / f"{name}.jinja").read_text(), "override",
+                                      bos_token=kw.pop("bos", "<s>"), eos_token=kw.pop("eos", "</s>"))
+    return tmpl.render(messages, **kw)
+
+
+# Templates whose output llama.cpp's built-in formatter reproduces exactly, for these messages.
+SAME_AS_BUILTIN = [
+    ("HuggingFaceTB-SmolLM2-135M-Instruct", "chatml", CHAT, {}),
+    ("Qwen-Qwen2.5-7B-Instruct", "chatml", CHAT, {}),
+    ("Qwen-Qwen2.5-Coder-0.5B-Instruct", "chatml", CHAT, {}),
+    ("Qwen-Qwen2.5-Coder-1.5B-Instruct", "chatml", CHAT, {}),
+    ("google-gemma-2-2b-it", "gemma", NO_SYSTEM, {"bos": ""}),
+    ("google-gemma-3-it", "gemma", NO_SYSTEM, {"bos": ""}),
+    ("microsoft-Phi-3.5-mini-instruct", "phi3", CHAT, {}),
+    ("meta-llama-Llama-3.2-3B-Instruct", None, CHAT, {}),
+]
+
+
+@pytest.mark.parametrize("name,builtin,messages,kw", SAME_AS_BUILTIN, ids=[c[0] for c in SAME_AS_BUILTIN])
+def test_jinja_rendering_matches_llama_cpp_builtin(name, builtin, messages, kw):
+    got = render(name, messages, **dict(kw))
+    if builtin is None:  # Llama 3.x: a dated system preamble that the built-in does not write
+        assert got.startswith("<s><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n")
+        assert got.endswith("<|start_header_id|>user<|end_header_id|>\n\n2+2?<|eot_id|>"
+                            "<|start_header_id|>assistant<|end_header_id|>\n\n")
+        return
+    assert got == apply_builtin_template(builtin, messages, True)
+
+
+def test_each_family_writes_its_own_turn_markers():
+    assert render("Qwen-Qwen3-0.6B").endswith("<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n")
+    assert "<think>" in render("Qwen-Qwen3-0.6B", enable_thinking=False)  # a template variable reaches it
+    nemo = render("mistralai-Mistral-Nemo-Instruct-2407", NO_SYSTEM)
+    assert nemo.startswith("<s>[INST]Hi[/INST]Hello!</s>[INST]2+2?[/INST]")
+    llama31 = render("meta-llama-Llama-3.1-8B-Instruct")
+    assert "Be brief.<|eot_id|>" in llama31 and llama31.endswith("<|start_header_id|>assistant<|end_header_id|>\n\n")
+    smol3 = render("HuggingFaceTB-SmolLM3-3B")
+    assert smol3.endswith("<|im_start|>assistant\n") and "2+2?" in smol3
+    assert not render("google-gemma-3-it", NO_SYSTEM, add_generation_prompt=False).endswith("model\n")
+
+
+def test_raise_exception_in_a_template_becomes_a_clear_error():
+    # Gemma's template refuses two user turns in a row
+    with pytest.raises(loopcpp.ChatTemplateError, match="roles must alternate"):
+        render("google-gemma-3-it", [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}])
+
+
+def test_the_sandbox_refuses_unsafe_templates():
+    evil = "{{ messages.__class__.__mro__[1].__subclasses__() }}"
+    with pytest.raises(loopcpp.ChatTemplateError):
+        chat_template.ChatTemplate(evil, "override").render(CHAT)
+    with pytest.raises(loopcpp.ChatTemplateError, match="does not parse"):
+        chat_template.ChatTemplate("{% for %}", "override").render(CHAT)
+
+
+def test_model_template_override_and_stop_tokens(smollm2):
+    assert smollm2.chat_format.origin == "model"
+    im_end = smollm2.tokenize("<|im_end|>", add_special=False, parse_special=True)
+    assert smollm2.chat_format.stop_tokens == im_end
+    # a built-in by name, and Jinja text, for one call or for the model
+    assert smollm2.apply_chat_template(NO_SYSTEM[:1], chat_template="llama3").startswith("<|start_header_id|>user")
+    assert smollm2.apply_chat_template(NO_SYSTEM[:1], chat_template="{{ messages[0]['content'] }}!") == "Hi!"
+    with loopcpp.Model(smollm2.path, chat_template="gemma") as m:
+        assert m.apply_chat_template(NO_SYSTEM[:1]) == "<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n"
+    with pytest.raises(loopcpp.ChatTemplateError, match="built-ins: .*chatml"):
+        smollm2.apply_chat_template(CHAT, chat_template="no-such-template")
+    with pytest.raises(loopcpp.ChatTemplateError, match="role"):
+        smollm2.apply_chat_template([{"content": "x"}])
+
+
+def test_a_model_without_template_warns_and_uses_a_builtin(tiny_paths):
+    with loopcpp.Model(tiny_paths["gemma3"]) as m:
+        assert m.chat_template is None
+        with pytest.warns(UserWarning, match="no chat template; using llama.cpp's built-in 'gemma'"):
+            text = m.apply_chat_template(NO_SYSTEM[:1])
+        assert text.startswith("<start_of_turn>user\nHi")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # chosen once per model: no second warning
+            m.apply_chat_template(NO_SYSTEM[:1])
+
+
+def test_builtin_names_come_from_llama_cpp():
+    names = builtin_template_names()
+    assert {"chatml", "llama3", "gemma", "phi3", "mistral-v7"} <= set(names)
+
+
+def test_chat_stops_at_the_end_of_turn_token(smollm2):
+    """The reply ends at the template's end-of-turn marker and never contains turn markers."""
+    with smollm2.context(n_ctx=512) as ctx:
+        done = ctx.chat(NO_SYSTEM[:1], max_tokens=48, temperature=0)
+        assert done.finish_reason in ("eog", "stop")
+        assert "<|im_end|>" not in done.text and "<|im_start|>" not in done.text
