@@ -636,6 +636,19 @@ void llama_loop_clear(llama_context * ctx) {
 
 const char * llama_loop_last_error(void) { return g_last_error.c_str(); }
 
+int32_t llama_loop_sampler_sample(llama_sampler * smpl, llama_context * ctx, int32_t idx, llama_token * token) {
+    if (!smpl || !ctx || !token) {
+        return fail(LLAMA_LOOP_ERR_INVALID, "smpl, ctx and token must not be NULL");
+    }
+    try {
+        llama_assert_scope assert_scope; // the grammar's GGML_ABORT becomes an exception here
+        *token = llama_sampler_sample(smpl, ctx, idx);
+    } catch (const std::exception & e) {
+        return fail(LLAMA_LOOP_ERR_INVALID, std::string("sampling failed: ") + e.what());
+    }
+    return ok();
+}
+
 bool llama_loop_abort_on_flag(void * flag) {
     // a plain flag: no ordering is needed, only that each check reads memory again
     return flag && *static_cast<const volatile int32_t *>(flag) != 0;

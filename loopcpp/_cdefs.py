@@ -231,6 +231,8 @@ const char * llama_loop_version(void);
 const char * llama_loop_llama_commit(void);
 int32_t llama_loop_api_version(void);
 bool llama_loop_abort_on_flag(void * flag);
+int32_t llama_loop_sampler_sample(struct llama_sampler * smpl, struct llama_context * ctx, int32_t idx,
+                                  llama_token * token);
 """
 
 # (struct name, fields) checked against the real headers by tests/test_abi.py

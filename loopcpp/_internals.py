@@ -397,7 +397,11 @@ class ContextHandle(_Owner):
         # llama_sampler_sample aborts the process when the last decode produced no logits
         if not self.has_logits:
             raise DecodeError("nothing to sample from: the last evaluation computed no logits")
-        return lib.llama_sampler_sample(sampler.ptr, self.ptr, -1)
+        out = ffi.new("llama_token *")
+        if lib.llama_loop_sampler_sample(sampler.ptr, self.ptr, -1, out) != 0:
+            raise DecodeError(f"{last_loop_error()} (a grammar that no allowed token can continue, "
+                              "e.g. after logit_bias banned its tokens?)")
+        return out[0]
 
 
 def _decode_failure(rc: int) -> DecodeError:

@@ -112,6 +112,17 @@ def test_bad_grammars_raise_before_generating(smollm2):
         assert greedy(ctx, n=2).token_ids  # the context still works
 
 
+@pytest.mark.parametrize("temperature", [0, 0.8])
+def test_a_grammar_no_token_can_continue_raises_instead_of_aborting(temperature, smollm2):
+    """llama.cpp's grammar sampler aborts the process when it must accept a token it does not
+    allow; here a logit bias bans every token, so the chain picks one anyway."""
+    ban = {t: float("-inf") for t in range(smollm2.n_vocab)}
+    with smollm2.context(n_ctx=64) as ctx:
+        with pytest.raises(loopcpp.DecodeError, match="sampling failed"):
+            ctx.complete("Answer:", max_tokens=4, temperature=temperature, grammar='root ::= "yes"', logit_bias=ban)
+        assert greedy(ctx, n=2).token_ids  # the context still works
+
+
 # --- logprobs, stops, results -------------------------------------------------------------
 def test_logprobs_are_the_models_log_softmax(tiny_models):
     m = tiny_models["qwen2"]

@@ -128,6 +128,14 @@ LLAMA_API bool llama_loop_arch_supported(const struct llama_model * model);
 // run their own code on ggml's compute threads, such as Python: they set the flag from any thread.
 LLAMA_API bool llama_loop_abort_on_flag(void * flag);
 
+// llama_sampler_sample(smpl, ctx, idx) that fails with an error code instead of aborting the
+// process: a grammar sampler aborts when the chain picks a token its grammar cannot accept (e.g.
+// after a logit bias removed every token the grammar allows). Returns LLAMA_LOOP_OK with the token
+// in *token, or LLAMA_LOOP_ERR_INVALID (llama_loop_last_error() says why); after a failure the
+// sampler's state is undefined: free it.
+LLAMA_API int32_t llama_loop_sampler_sample(struct llama_sampler * smpl, struct llama_context * ctx, int32_t idx,
+                                            llama_token * token);
+
 // loopcpp's version string, e.g. "0.1.0".
 LLAMA_API const char * llama_loop_version(void);
 
