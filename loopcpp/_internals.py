@@ -62,15 +62,16 @@ class _Owner:
 class ModelHandle(_Owner):
     what = "Model"
 
-    def __init__(self, path: str, n_gpu_layers: int, use_mmap: bool, vocab_only: bool, repack: bool = True) -> None:
+    def __init__(self, path: str, n_gpu_layers: int, use_mmap: bool, vocab_only: bool, repack: bool = True,
+                 use_mlock: bool = False) -> None:
         if not os.path.isfile(path):
             raise ModelLoadError(f"model file not found: {path}")
         params = lib.llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers
         params.vocab_only = vocab_only
         params.use_extra_bufts = repack
-        if not use_mmap:
-            params.load_mode = 0  # LLAMA_LOAD_MODE_NONE: read into memory
+        if not use_mmap or use_mlock:  # llama_load_mode: NONE 0 (read into memory), MLOCK 2, MMAP_MLOCK 3
+            params.load_mode = (3 if use_mmap else 2) if use_mlock else 0
         log.clear()
         ptr = lib.llama_model_load_from_file(os.fsencode(path), params)
         if ptr == ffi.NULL:

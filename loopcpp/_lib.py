@@ -125,5 +125,16 @@ if lib.ggml_backend_dev_count() == 0:
     raise LibraryError(f"no ggml backend in {library_path().parent} runs on this machine: {log.recent_errors()}")
 
 
+def backends() -> list[str]:
+    """The compute devices ggml found, e.g. ["CPU (Intel Xeon ...)", "CUDA0 (NVIDIA H200)"]."""
+    out = []
+    for i in range(lib.ggml_backend_dev_count()):
+        dev = lib.ggml_backend_dev_get(i)
+        name = ffi.string(lib.ggml_backend_dev_name(dev)).decode(errors="replace")
+        desc = ffi.string(lib.ggml_backend_dev_description(dev)).decode(errors="replace").strip()
+        out.append(f"{name} ({desc})" if desc and desc != name else name)
+    return out
+
+
 def last_loop_error() -> str:
     return ffi.string(lib.llama_loop_last_error()).decode()

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import json
+import logging
+import re
 import sys
+import warnings
+from dataclasses import asdict
 from typing import Optional, Sequence
 
 from . import catalog
-from .errors import ContextFullError, LoopcppError
+from .kvtypes import GGML_TYPES
+from .errors import LoopcppError
 
 EXAMPLES = {
     "chat": "loopcpp chat                                  # default model, fetched on first use\n"
             "  loopcpp chat model.gguf --loop 15:18x3          # loop layers 15..18 three times\n"
             "  echo 'What is the capital of France?' | loopcpp chat --loop auto",
-    "run": "loopcpp run model.gguf -p 'The capital of France is' -n 16 --loop auto",
+    "run": "loopcpp run model.gguf -p 'The capital of France is' -n 16 --loop auto\n"
+           "  loopcpp run model.gguf -f prompt.txt --json\n"
+           "  echo 'Name a colour:' | loopcpp run model.gguf --chat --grammar 'root ::= \"red\" | \"blue\"'",
     "info": "loopcpp info model.gguf",
     "models": "loopcpp models                 # list the catalog\n  loopcpp models fetch gemma3-270m",
     "eval": "loopcpp eval --loop auto --loop autox4,euler --task ppl --task arc_easy --limit 200\n"
@@ -37,10 +43,30 @@ def _add_model_args(p: argparse.ArgumentParser, optional: bool) -> None:
     else:
         p.add_argument("model", help="a .gguf file or a catalog name")
     p.add_argument("--loop", metavar="SPEC", help="loop recipe, e.g. 15:18x3, 15:18x3,layer,euler, auto, off")
-    p.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: all)")
-    p.add_argument("-ngl", "--n-gpu-layers", type=int, default=0, help="layers to offload to the GPU (-1: all)")
-    p.add_argument("-c", "--ctx-size", type=int, default=4096, help="context size in tokens (default: 4096)")
-    p.add_argument("-v", "--verbose", action="store_true", help="show llama.cpp's log")
+    g = p.add_argument_group("model and context")
+    g.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: the physical cores)")
+    g.add_argument("-ngl", "--n-gpu-layers", type=int, default=None,
+                   help="layers to offload to the GPU (default: all on a GPU build; fewer to save GPU memory)")
+    g.add_argument("-c", "--ctx-size", type=int, default=4096, help="context size in tokens (default: 4096)")
+    g.add_argument("-b", "--batch-size", type=int, default=512, help="tokens per llama_decode (default: 512)")
+    g.add_argument("-ub", "--ubatch-size", type=int, default=512,
+                   help="tokens per ubatch (default: 512); looped results depend on where ubatches start")
+    g.add_argument("-fa", "--flash-attn", choices=["on", "off", "auto"], default="auto", help="flash attention")
+    g.add_argument("-ctk", "--cache-type-k", choices=list(GGML_TYPES), help="K cache type (default: f16)")
+    g.add_argument("-ctv", "--cache-type-v", choices=list(GGML_TYPES), help="V cache type (default: f16)")
+    g.add_argument("--no-mmap", action="store_true", help="read the model into memory instead of mapping it")
+    g.add_argument("--mlock", action="store_true", help="keep the model in RAM (no swapping)")
+    g.add_argument("--chat-template", metavar="NAME|JINJA",
+                   help="a llama.cpp built-in template name (chatml, llama3, gemma, ...) or Jinja text")
+    _add_log_args(p)
+
+
+def _add_log_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("log")
+    g.add_argument("-v", "--verbose", action="store_true", help="show llama.cpp's log (same as --log-level debug)")
+    g.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None,
+                   help="llama.cpp's log at this level or above (default: warnings to --log-file only)")
+    g.add_argument("--log-file", help="write llama.cpp's log to this file")
 
 
 def _add_sampling_args(p: argparse.ArgumentParser, max_tokens: int) -> None:
@@ -50,13 +76,28 @@ def _add_sampling_args(p: argparse.ArgumentParser, max_tokens: int) -> None:
     g.add_argument("--top-k", type=int, default=40)
     g.add_argument("--top-p", type=float, default=0.95)
     g.add_argument("--min-p", type=float, default=0.05)
+    g.add_argument("--typical", type=float, default=1.0, help="typical-p (default: 1.0 = off)")
+    g.add_argument("--repeat-penalty", type=float, default=1.0, help="(default: 1.0 = off)")
+    g.add_argument("--repeat-last-n", type=int, default=64, help="tokens the penalties look back (-1: all; default 64)")
+    g.add_argument("--presence-penalty", type=float, default=0.0)
+    g.add_argument("--frequency-penalty", type=float, default=0.0)
+    g.add_argument("--mirostat", type=int, choices=[0, 1, 2], default=0)
+    g.add_argument("--mirostat-lr", type=float, default=0.1, help="mirostat eta (default: 0.1)")
+    g.add_argument("--mirostat-ent", type=float, default=5.0, help="mirostat tau (default: 5.0)")
+    g.add_argument("-l", "--logit-bias", action="append", default=[], metavar="TOKEN(+|-)BIAS",
+                   help="e.g. 15043+1 or 15043-inf (repeatable)")
+    g.add_argument("--grammar", help="GBNF grammar text")
+    g.add_argument("--grammar-file", help="GBNF grammar file")
+    g.add_argument("-j", "--json-schema", help="JSON schema the output must follow (text, or @FILE)")
     g.add_argument("--seed", type=int, default=None, help="sampling seed (default: random)")
+    g.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="loopcpp", description="Training-free looped transformers for llama.cpp.",
         epilog="example: loopcpp chat model.gguf --loop 15:18x3")
+    parser.add_argument("--version", action=_VersionAction, help="loopcpp's version, llama.cpp's commit and the backends")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def cmd(name, help_text):
@@ -67,16 +108,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p, optional=True)
     _add_sampling_args(p, 512)
     p.add_argument("-s", "--system", help="system prompt")
+    p.add_argument("--no-stats", action="store_true", help="no speed line after each reply")
 
     p = cmd("run", "one completion of a prompt, to stdout")
     _add_model_args(p, optional=False)
     _add_sampling_args(p, 128)
-    p.add_argument("-p", "--prompt", required=True)
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("-p", "--prompt", help="the prompt (default: read from -f or standard input)")
+    src.add_argument("-f", "--file", help="read the prompt from this file")
     p.add_argument("--chat", action="store_true", help="format the prompt with the model's chat template")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object: text, finish reason, token usage, timings and the loop")
 
     p = cmd("info", "architecture, size and loop window of a model")
     p.add_argument("model", help="a .gguf file or a catalog name")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_log_args(p)
 
     p = cmd("eval", "score the unlooped model and each loop on the same items, with paired 95 % intervals")
     p.add_argument("model", nargs="?", help=f"a .gguf file or a catalog name (default: {catalog.DEFAULT_MODEL})")
@@ -98,8 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", help="write the summaries as CSV")
     p.add_argument("--no-cache", action="store_true", help="do not reuse or store per-item results")
     p.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: all)")
-    p.add_argument("-ngl", "--n-gpu-layers", type=int, default=0, help="layers to offload to the GPU (-1: all)")
-    p.add_argument("-v", "--verbose", action="store_true", help="show llama.cpp's log")
+    p.add_argument("-ngl", "--n-gpu-layers", type=int, default=None,
+                   help="layers to offload to the GPU (default: all on a GPU build)")
+    _add_log_args(p)
 
     p = cmd("tune", "search a loop recipe on dev data, then report it on held-out test data")
     p.add_argument("model", nargs="?", help=f"a .gguf file or a catalog name (default: {catalog.DEFAULT_MODEL})")
@@ -140,93 +188,173 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _VersionAction(argparse.Action):
+    """--version, computed when asked: it loads the library to list the backends."""
+
+    def __init__(self, option_strings, dest, **kw):
+        super().__init__(option_strings, dest, nargs=0, **kw)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())
+        parser.exit()
+
+
+def version_text() -> str:
+    from . import __version__
+    from ._lib import LLAMA_COMMIT
+
+    try:
+        from ._lib import backends
+
+        where = ", ".join(backends()) or "none"
+    except LoopcppError as e:
+        where = f"unavailable ({e})"
+    return f"loopcpp {__version__} (llama.cpp {LLAMA_COMMIT}); backends: {where}"
+
+
+def setup_logging(args) -> None:
+    """llama.cpp's log (logger `loopcpp`) to stderr at --log-level / -v, and to --log-file."""
+    level_name = "debug" if getattr(args, "verbose", False) else getattr(args, "log_level", None)
+    logger = logging.getLogger("loopcpp")
+    fmt = logging.Formatter("%(levelname).1s %(message)s")
+    levels = []
+    if level_name:
+        h = logging.StreamHandler(sys.stderr)
+        h.setLevel(getattr(logging, level_name.upper()))
+        h.setFormatter(fmt)
+        logger.addHandler(h)
+        levels.append(h.level)
+    if getattr(args, "log_file", None):
+        h = logging.FileHandler(args.log_file, encoding="utf-8")
+        h.setLevel(getattr(logging, (level_name or "info").upper()))
+        h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(h)
+        levels.append(h.level)
+    if levels:
+        logger.setLevel(min(levels))
+
+
 def _open(args):
     from .model import Model
 
-    if args.verbose:
-        logging.basicConfig(level=logging.DEBUG, format="%(message)s")
+    flash = {"on": True, "off": False, "auto": None}[args.flash_attn]
     path = catalog.resolve_model(args.model)
-    model = Model(path, n_gpu_layers=args.n_gpu_layers)
-    ctx = model.context(n_ctx=args.ctx_size, n_threads=args.threads, loop=args.loop)
+    model = Model(path, n_gpu_layers=args.n_gpu_layers, use_mmap=not args.no_mmap, use_mlock=args.mlock,
+                  chat_template=args.chat_template)
+    try:
+        ctx = model.context(n_ctx=args.ctx_size, n_batch=args.batch_size, n_ubatch=args.ubatch_size,
+                            n_threads=args.threads, flash_attn=flash, type_k=args.cache_type_k,
+                            type_v=args.cache_type_v, loop=args.loop)
+    except BaseException:
+        model.close()
+        raise
     return model, ctx
+
+
+def parse_logit_bias(items: Sequence[str]) -> dict[int, float]:
+    """llama-cli's TOKEN+BIAS / TOKEN-BIAS form (bias may be inf)."""
+    out = {}
+    for item in items:
+        m = re.fullmatch(r"\s*(\d+)\s*([+-])\s*(inf|\d+(?:\.\d*)?)\s*", item)
+        if not m:
+            raise ValueError(f"--logit-bias {item!r} is not TOKEN+BIAS or TOKEN-BIAS (e.g. 15043+1, 2-inf)")
+        out[int(m.group(1))] = float(m.group(3)) * (1 if m.group(2) == "+" else -1)
+    return out
 
 
 def _sampling(args):
     from .sampling import Sampling
 
-    return Sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p, seed=args.seed)
+    grammar = args.grammar
+    if args.grammar_file:
+        with open(args.grammar_file, encoding="utf-8") as f:
+            grammar = f.read()
+    schema = args.json_schema
+    if schema and schema.startswith("@"):
+        with open(schema[1:], encoding="utf-8") as f:
+            schema = f.read()
+    return Sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                    typical_p=args.typical, repeat_penalty=args.repeat_penalty, penalty_last_n=args.repeat_last_n,
+                    presence_penalty=args.presence_penalty, frequency_penalty=args.frequency_penalty,
+                    mirostat=args.mirostat, mirostat_eta=args.mirostat_lr, mirostat_tau=args.mirostat_ent,
+                    logit_bias=parse_logit_bias(args.logit_bias), grammar=grammar, json_schema=schema, seed=args.seed)
+
+
+def _check_inputs(args) -> None:
+    """What can be checked before a model is fetched or loaded: the loop and the sampling."""
+    if args.loop:
+        _check_loops([args.loop])
+    _sampling(args)
 
 
 def cmd_chat(args) -> int:
-    model, ctx = _open(args)
+    from .chat_repl import ChatSession, read_message
+    from .terminal import enable_line_editing
+
+    _check_inputs(args)
     interactive = sys.stdin.isatty()
-    sampling = _sampling(args)
-    history = [{"role": "system", "content": args.system}] if args.system else []
-    if interactive:
-        print(f"loopcpp chat: {model.description}, loop {ctx.loop if ctx.loop.enabled else 'off'}. "
-              "/exit to quit, /reset to clear the history, /loop SPEC to change the loop; "
-              "Ctrl-C stops a reply.", file=sys.stderr)
-    while True:
-        try:
-            line = input("> ") if interactive else sys.stdin.readline()
-        except (EOFError, KeyboardInterrupt):
-            print(file=sys.stderr)
-            break
-        if not interactive and line == "":
-            break
-        line = line.strip()
-        if not line:
-            continue
-        if line in ("/exit", "/quit"):
-            break
-        if line == "/reset":
-            history = history[:1] if args.system else []
-            ctx.reset()
-            continue
-        if line.startswith("/loop"):
+    model, ctx = _open(args)
+    with model, ctx:
+        session = ChatSession(model, ctx, _sampling(args), args.max_tokens, system=args.system, stop=args.stop,
+                              show_stats=interactive and sys.stdout.isatty() and not args.no_stats)
+        if interactive:
+            enable_line_editing(catalog.cache_dir() / "chat_history")
+            print(f"loopcpp chat: {model.description}, loop {ctx.loop if ctx.loop.enabled else 'off'}. "
+                  "/help for commands, /exit to quit; Ctrl-C stops a reply.", file=sys.stderr)
+
+        def next_line():
             try:
-                ctx.set_loop(line[len("/loop"):].strip() or "off")
-                print(f"loop: {ctx.loop if ctx.loop.enabled else 'off'}", file=sys.stderr)
-            except (LoopcppError, ValueError) as e:
-                print(f"loopcpp: {e}", file=sys.stderr)
-            continue
-        history.append({"role": "user", "content": line})
-        reply = []
-        try:
-            for tok in ctx.chat(history, stream=True, max_tokens=args.max_tokens, sampling=sampling):
-                piece = tok.text
-                reply.append(piece)
-                sys.stdout.write(piece)
-                sys.stdout.flush()
-        except KeyboardInterrupt:
-            sys.stdout.write(" [stopped]")
-        except ContextFullError as e:
-            history.pop()
-            print(f"loopcpp: {e}; /reset clears the history, or restart with a larger --ctx-size", file=sys.stderr)
-            continue
-        sys.stdout.write("\n")
-        sys.stdout.flush()
-        history.append({"role": "assistant", "content": "".join(reply)})
-    ctx.close()
-    model.close()
+                return input("> " if interactive else "")
+            except EOFError:
+                return None
+
+        while True:
+            try:
+                first = next_line()
+                text = None if first is None else read_message(first, next_line)
+            except KeyboardInterrupt:
+                print(file=sys.stderr)
+                break
+            if text is None or not session.handle(text):
+                break
     return 0
+
+
+def _read_prompt(args) -> str:
+    if args.prompt is not None:
+        return args.prompt
+    if args.file:
+        with open(args.file, encoding="utf-8") as f:
+            return f.read()
+    text = "" if sys.stdin.isatty() else sys.stdin.read()
+    if not text:
+        raise ValueError("no prompt: give -p PROMPT, -f FILE, or pipe the prompt into standard input")
+    return text
 
 
 def cmd_run(args) -> int:
+    from .terminal import stream
+
+    _check_inputs(args)
+    prompt = _read_prompt(args)
     model, ctx = _open(args)
-    kw = dict(max_tokens=args.max_tokens, sampling=_sampling(args))
-    try:
+    with model, ctx:
+        kw = dict(max_tokens=args.max_tokens, sampling=_sampling(args), stop=args.stop)
         if args.chat:
-            pieces = (t.text for t in ctx.chat([{"role": "user", "content": args.prompt}], stream=True, **kw))
+            gen = ctx.chat([{"role": "user", "content": prompt}], stream=True, **kw)
         else:
-            pieces = (t.text for t in ctx.generate(args.prompt, **kw))
-        for piece in pieces:
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-    except KeyboardInterrupt:
-        pass
-    sys.stdout.write("\n")
-    return 0
+            gen = ctx.generate(prompt, **kw)
+        write = (lambda piece: None) if args.json else (lambda piece: (sys.stdout.write(piece), sys.stdout.flush()))
+        done, interrupted = stream(gen, ctx, write)
+        if args.json:
+            print(json.dumps({
+                "text": done.text, "finish_reason": done.finish_reason, "usage": asdict(done.usage),
+                "timings": {**asdict(done.timings), "prompt_per_second": done.timings.prompt_per_second,
+                            "generation_per_second": done.timings.generation_per_second},
+                "loop": str(ctx.loop), "model": model.description}, indent=1))
+        else:
+            sys.stdout.write("\n")
+    return 130 if interrupted else 0
 
 
 def model_info(path) -> dict:
@@ -311,8 +439,6 @@ def cmd_eval(args) -> int:
 
     _check_loops(args.loop)
     tasks = task_list(args.task or ["ppl"])
-    if args.verbose:
-        logging.basicConfig(level=logging.DEBUG, format="%(message)s")
     path = catalog.resolve_model(args.model)
     summaries, results = [], []
     with Model(path, n_gpu_layers=args.n_gpu_layers) as model:
@@ -384,6 +510,10 @@ COMMANDS = {"chat": cmd_chat, "run": cmd_run, "info": cmd_info, "models": cmd_mo
             "tune": cmd_tune, "bake": cmd_bake, "serve": cmd_serve}
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"loopcpp: warning: {message}", file=sys.stderr)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = []  # `loopcpp serve ... -- ARGS`: ARGS go to llama-server as they are
@@ -394,7 +524,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if extra and args.command != "serve":
         print(f"loopcpp: error: arguments after -- are for `loopcpp serve` only: {' '.join(extra)}", file=sys.stderr)
         return 2
+    warnings.showwarning = _show_warning  # one line, no source location: the CLI's users did not write it
     try:
+        setup_logging(args)
         return COMMANDS[args.command](args)
     except (LoopcppError, ValueError, OSError) as e:
         print(f"loopcpp: error: {e}", file=sys.stderr)

@@ -14,6 +14,7 @@ import numpy as np
 from . import state as _state
 from ._internals import ContextHandle, SamplerHandle, TensorTap
 from .errors import BusyError, CancelledError, ContextError, ContextFullError, LoopConfigError
+from .kvtypes import GGML_TYPES
 from .generation import Completion, Generation, Timings, Token, TopLogprob, Usage
 from .loop import LoopConfig, LoopLike, as_loop_config
 from .sampling import Sampling, sampling_from
@@ -22,7 +23,6 @@ from .system import default_threads
 if TYPE_CHECKING:
     from .model import Model
 
-GGML_TYPES = {"f32": 0, "f16": 1, "q8_0": 8, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "bf16": 30}
 
 
 POOLING = {"none": 0, "mean": 1, "cls": 2, "last": 3}

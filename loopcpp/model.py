@@ -21,7 +21,8 @@ class Model:
 
     n_gpu_layers: layers offloaded to the GPU; default all of them on a build with a GPU
     backend (CUDA, Metal), none on a CPU build. `chat_template` replaces the GGUF's chat template: a llama.cpp built-in name ("chatml",
-    "llama3", ...) or Jinja text. `repack=False` keeps weights in their file layout instead of the CPU's repacked one (AMX,
+    "llama3", ...) or Jinja text. use_mmap=False reads the file into memory; use_mlock=True keeps
+    the weights from being swapped out. `repack=False` keeps weights in their file layout instead of the CPU's repacked one (AMX,
     AVX-512 or NEON tiles), e.g. to compare the two matmul paths.
 
     >>> with Model("SmolLM2-135M-Instruct.Q4_1.gguf") as model:
@@ -30,7 +31,8 @@ class Model:
     """
 
     def __init__(self, path: str | os.PathLike, n_gpu_layers: Optional[int] = None, use_mmap: bool = True,
-                 vocab_only: bool = False, repack: bool = True, chat_template: Optional[str] = None) -> None:
+                 vocab_only: bool = False, repack: bool = True, chat_template: Optional[str] = None,
+                 use_mlock: bool = False) -> None:
         if n_gpu_layers is None:
             n_gpu_layers = default_gpu_layers()
         if not isinstance(n_gpu_layers, int) or isinstance(n_gpu_layers, bool):
@@ -38,7 +40,7 @@ class Model:
         if chat_template is not None and (not isinstance(chat_template, str) or not chat_template.strip()):
             raise _chat_template.ChatTemplateError(f"chat_template={chat_template!r} must be a built-in name or Jinja text")
         self.path = os.fspath(path)
-        self._h = ModelHandle(self.path, n_gpu_layers, use_mmap, vocab_only, repack)
+        self._h = ModelHandle(self.path, n_gpu_layers, use_mmap, vocab_only, repack, use_mlock)
         self._contexts: "weakref.WeakSet[Context]" = weakref.WeakSet()
         self.metadata: dict[str, str] = self._h.metadata()
         self.arch: str = self.metadata.get("general.architecture", "unknown")

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -109,5 +110,168 @@ def test_chat_survives_a_full_context(tiny_paths):
     long_line = "tok " * 200
     r = loopcpp("chat", tiny_paths["llama"], "-c", "64", "-n", "4", "--temp", "0", stdin=f"{long_line}\nhi\n")
     assert r.returncode == 0, r.stderr
-    assert "do not fit" in r.stderr or "context holds" in r.stderr
+    assert "more than the 256-token context: shorten it" in r.stderr  # llama.cpp rounds n_ctx up to 256
     assert len(r.stdout.strip().splitlines()) == 1  # the second turn was answered
+
+
+def test_version_names_the_commit_and_backends():
+    r = loopcpp("--version")
+    assert r.returncode == 0
+    assert re.fullmatch(r"loopcpp \d+\.\d+\.\d+\S* \(llama\.cpp [0-9a-f]{9}\); backends: CPU.*\n", r.stdout)
+
+
+def test_run_reads_the_prompt_from_a_file_or_stdin_and_prints_json(smollm2_path, tmp_path):
+    (tmp_path / "p.txt").write_text("The capital of France is")
+    by_file = loopcpp("run", smollm2_path, "-f", tmp_path / "p.txt", "-n", "8", "--temp", "0", "--json")
+    assert by_file.returncode == 0, by_file.stderr
+    data = json.loads(by_file.stdout)
+    assert "Paris" in data["text"] and data["finish_reason"] == "length" and data["loop"] == "off"
+    assert data["usage"] == {"prompt_tokens": 5, "completion_tokens": 8, "cached_tokens": 0}
+    assert data["timings"]["generated"] == 8 and data["timings"]["generation_per_second"] > 0
+    by_stdin = loopcpp("run", smollm2_path, "-n", "8", "--temp", "0", "--json", stdin="The capital of France is")
+    assert json.loads(by_stdin.stdout)["text"] == data["text"]
+
+
+def test_run_stop_grammar_and_logit_bias_flags(smollm2_path):
+    r = loopcpp("run", smollm2_path, "-p", "1, 2, 3,", "-n", "20", "--temp", "0", "--stop", " 6")
+    assert r.returncode == 0 and r.stdout == " 4, 5,\n"
+    r = loopcpp("run", smollm2_path, "--chat", "-p", "Name a colour.", "--temp", "0", "--grammar", 'root ::= "red" | "blue"')
+    assert r.stdout.strip() in ("red", "blue")
+    r = loopcpp("run", smollm2_path, "-p", "Data:", "--temp", "0", "-n", "40", "-j",
+                '{"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}')
+    assert isinstance(json.loads(r.stdout)["n"], int)
+    ban_paris = loopcpp("run", smollm2_path, "-p", "The capital of France is", "-n", "3", "--temp", "0",
+                        "-l", f"{PARIS}-inf")
+    assert ban_paris.returncode == 0 and "Paris" not in ban_paris.stdout
+
+
+PARIS = 7042  # " Paris" in SmolLM2's vocabulary (checked below)
+
+
+def test_the_paris_token_id(smollm2):
+    assert smollm2.tokenize(" Paris", add_special=False) == [PARIS]
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["run", "no-such-model", "-p", "x", "--loop", "3:1x2"], "start > end"),  # before any fetch
+    (["run", "no-such-model", "-p", "x", "-l", "12x"], "--logit-bias '12x'"),
+    (["run", "no-such-model", "-p", "x", "--top-p", "0"], "top_p=0.0"),
+    (["run", "{tiny}"], "no prompt"),
+])
+def test_bad_flags_fail_before_loading(args, needle, tiny_paths):
+    r = loopcpp(*[a.replace("{tiny}", str(tiny_paths["llama"])) for a in args], stdin="")
+    assert r.returncode == 2 and needle in r.stderr, r.stderr
+
+
+def test_log_file_gets_llama_cpps_log(tiny_paths, tmp_path):
+    log = tmp_path / "llama.log"
+    r = loopcpp("run", tiny_paths["llama"], "-p", "a b", "-n", "2", "--log-file", log, "--chat-template", "chatml")
+    assert r.returncode == 0, r.stderr
+    text = log.read_text()
+    assert "llama_model_loader" in text and "llama_context" in text
+    assert "llama_model_loader" not in r.stderr  # the terminal stays quiet
+
+
+def test_chat_commands_multiline_and_save_load(smollm2_path, tmp_path):
+    saved = tmp_path / "chat.json"
+    script = ('"""\nWhat is the capital\nof France?\n"""\n/stats\n/save ' + str(saved) +
+              "\n/reset\n/load " + str(saved) + "\n/loop 13:16x3\n/loop\n/bogus\nAnd of Italy?\n")
+    r = loopcpp("chat", smollm2_path, "--temp", "0", "-n", "24", "-s", "You are a helpful assistant.", stdin=script)
+    assert r.returncode == 0, r.stderr
+    replies = r.stdout.strip().splitlines()
+    assert "Paris" in replies[0] and "Rome" in replies[-1]
+    data = json.loads(saved.read_text())
+    assert [m["role"] for m in data["messages"]] == ["system", "user", "assistant"]
+    assert data["messages"][1]["content"] == "What is the capital\nof France?"
+    assert "prompt:" in r.stderr and "tok/s" in r.stderr  # /stats
+    assert "loaded 3 messages" in r.stderr and "loop: 13:16x3,block,rk" in r.stderr
+    assert "unknown command /bogus" in r.stderr
+
+
+def test_chat_drops_the_oldest_turns_when_the_history_outgrows_the_context(smollm2_path):
+    turns = "".join(f"Tell me fact number {i} about the moon, in detail please.\n" for i in range(12))
+    r = loopcpp("chat", smollm2_path, "-c", "256", "-n", "48", "--temp", "0", "-s", "Be brief.", stdin=turns)
+    assert r.returncode == 0, r.stderr
+    assert "messages were dropped to fit the 256-token context" in r.stderr
+    assert len(r.stdout.strip().splitlines()) >= 12  # every turn got a reply
+    assert "error" not in r.stderr
+
+
+def test_run_exits_130_after_ctrl_c(smollm2_path):
+    import signal
+    import time
+
+    with tempfile.TemporaryDirectory() as cwd:
+        proc = subprocess.Popen([sys.executable, "-m", "loopcpp", "run", str(smollm2_path), "-n", "2000", "--temp", "0.7",
+                                 "-p", "Once upon a time"], cwd=cwd, env=_env(), text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        first = proc.stdout.read(20)  # the reply is streaming
+        proc.send_signal(signal.SIGINT)
+        t0 = time.monotonic()
+        proc.wait(timeout=60)
+    assert first and proc.returncode == 130
+    assert time.monotonic() - t0 < 30
+
+
+@pytest.fixture
+def tmux(tmp_path):
+    """A private tmux server (its own socket) with one 120x40 terminal."""
+    import shutil
+
+    if not shutil.which("tmux"):
+        pytest.skip("needs tmux")
+    sock = f"loopcpp-test-{os.getpid()}"
+
+    def run(*args):
+        return subprocess.run(["tmux", "-L", sock, *args], check=True, capture_output=True, text=True, timeout=30)
+
+    yield run
+    subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)
+
+
+def test_chat_in_a_real_terminal(tmux, smollm2_path, tmp_path):
+    """Line editing, history, multi-line input, the dim speed line and Ctrl-C in a real terminal."""
+    import shlex
+    import time
+
+    env = {k: v for k, v in _env().items() if k in ("PATH", "PYTHONPATH", "LOOPCPP_LIB_PATH", "HOME")}
+    env["LOOPCPP_CACHE_DIR"] = str(tmp_path)  # the chat history file goes here
+    cmd = " ".join([*(f"{k}={shlex.quote(v)}" for k, v in env.items()), shlex.quote(sys.executable), "-m", "loopcpp",
+                    "chat", shlex.quote(str(smollm2_path)), "--temp", "0", "-n", "300", "-s",
+                    shlex.quote("You are a helpful assistant.")])
+    tmux("new-session", "-d", "-s", "chat", "-x", "120", "-y", "40", "-c", str(tmp_path), cmd + "; sleep 30")
+
+    def screen(escapes=False):
+        return tmux("capture-pane", "-p", *(["-e"] if escapes else []), "-t", "chat").stdout
+
+    def wait_for(needle, timeout=120):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            text = screen()
+            if needle in text:
+                return text
+            time.sleep(0.2)
+        raise AssertionError(f"{needle!r} never appeared:\n{screen()}")
+
+    def keys(*k):
+        tmux("send-keys", "-t", "chat", *k)
+
+    wait_for("/help for commands")
+    keys("What is the capital of France?", "Enter")
+    text = wait_for("tok/s]")
+    assert "Paris" in text
+    assert "\x1b[2m[" in screen(escapes=True)  # the speed line is dim
+    # readline: Up recalls the last line, Ctrl-U clears it
+    keys("Up")
+    assert wait_for("> What is the capital of France?").count("> What is the capital of France?") == 2
+    keys("C-u")
+    keys('"""', "Enter", "Answer in one word:", "Enter", "what colour is the sky?", "Enter", '"""', "Enter")
+    wait_for("one word:")
+    time.sleep(2)
+    keys("Write a very long story about a dragon.", "Enter")
+    time.sleep(3)  # the story is streaming
+    keys("C-c")
+    wait_for("[stopped]", timeout=30)
+    keys("/exit", "Enter")
+    time.sleep(1)
+    assert (tmp_path / "chat_history").exists()
