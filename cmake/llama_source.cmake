@@ -11,16 +11,21 @@
 set(LOOPCPP_SDIST_NAME   "llama_cpp_python-${LOOPCPP_LLAMA_CPP_PYTHON_VERSION}")
 set(LOOPCPP_SDIST_FILE   "${LOOPCPP_SDIST_NAME}.tar.gz")
 
-function(loopcpp_default_cache_dir out)
-    if(DEFINED ENV{LOOPCPP_CACHE_DIR})
-        set(dir "$ENV{LOOPCPP_CACHE_DIR}")
-    elseif(DEFINED ENV{XDG_CACHE_HOME})
-        set(dir "$ENV{XDG_CACHE_HOME}/loopcpp")
-    elseif(DEFINED ENV{LOCALAPPDATA})
-        set(dir "$ENV{LOCALAPPDATA}/loopcpp")
-    else()
-        set(dir "$ENV{HOME}/.cache/loopcpp")
+# The cache directory and the way to run pip are decided by loopcpp/_cachedir.py (standard
+# library only), so the build and the Python package never disagree.
+function(loopcpp_cachedir_query out)
+    execute_process(COMMAND "${Python_EXECUTABLE}" "${PROJECT_SOURCE_DIR}/loopcpp/_cachedir.py" ${ARGN}
+                    RESULT_VARIABLE rc OUTPUT_VARIABLE answer ERROR_VARIABLE err OUTPUT_STRIP_TRAILING_WHITESPACE)
+    if(NOT rc EQUAL 0)
+        message(FATAL_ERROR "loopcpp: ${err}")
     endif()
+    string(REPLACE "\n" ";" answer "${answer}")
+    set(${out} "${answer}" PARENT_SCOPE)
+endfunction()
+
+function(loopcpp_default_cache_dir out)
+    loopcpp_cachedir_query(dir)
+    file(TO_CMAKE_PATH "${dir}" dir)
     set(${out} "${dir}" PARENT_SCOPE)
 endfunction()
 
@@ -60,8 +65,9 @@ function(loopcpp_fetch_sdist out)
         set(tmp "${cache}/download-tmp")
         file(REMOVE_RECURSE "${tmp}")
         # --no-binary for this one package only: ':all:' would also build its build deps from source.
+        loopcpp_cachedir_query(pip pip)
         execute_process(
-            COMMAND "${Python_EXECUTABLE}" -m pip download --no-deps
+            COMMAND ${pip} download --no-deps
                     --no-binary llama-cpp-python
                     "llama-cpp-python==${LOOPCPP_LLAMA_CPP_PYTHON_VERSION}" -d "${tmp}"
             RESULT_VARIABLE rc OUTPUT_VARIABLE pip_out ERROR_VARIABLE pip_err)

