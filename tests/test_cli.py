@@ -275,3 +275,28 @@ def test_chat_in_a_real_terminal(tmux, smollm2_path, tmp_path):
     keys("/exit", "Enter")
     time.sleep(1)
     assert (tmp_path / "chat_history").exists()
+
+
+def test_a_failed_reply_ends_the_turn_not_the_session(tiny_models):
+    import io
+
+    import loopcpp
+    from loopcpp.chat_repl import ChatSession
+
+    with tiny_models["llama"].context(n_ctx=256) as ctx:
+        out, err = io.StringIO(), io.StringIO()
+        session = ChatSession(tiny_models["llama"], ctx, loopcpp.Sampling(temperature=0), 4, out=out, err=err,
+                              chat_template="chatml")
+        real_chat, calls = ctx.chat, []
+
+        def failing_once(*a, **kw):
+            calls.append(1)
+            if len(calls) == 1:
+                raise loopcpp.DecodeError("llama_decode returned -3: compute failed")
+            return real_chat(*a, **kw)
+
+        ctx.chat = failing_once
+        assert session.handle("first") and session.handle("second")
+    assert "loopcpp: error: llama_decode returned -3" in err.getvalue()
+    assert [m["content"] for m in session.messages if m["role"] == "user"] == ["second"]
+    assert session.last is not None and session.last.usage.completion_tokens > 0
