@@ -26,6 +26,17 @@ bool llm_graph_input_loop_rows::can_reuse(const llm_graph_params & params) {
     return idx->ne[0] == params.ubatch.n_tokens;
 }
 
+llama_loop_graph *& llama_loop_graph::active() {
+    thread_local llama_loop_graph * graph = nullptr;
+    return graph;
+}
+
+void llama_loop_on_cache_write(const llama_loop_kv_write & w) {
+    if (llama_loop_graph * graph = llama_loop_graph::active()) {
+        graph->on_kv_write(w);
+    }
+}
+
 namespace {
 
 struct loop_builder {
@@ -105,8 +116,8 @@ struct loop_builder {
     void restore_kv(int il) {
         for (const auto & w : hooks.kv_writes) {
             if (il < 0 || w.il == il) {
-                ggml_build_forward_expand(g.gf, w.mctx->cpy_k(g.ctx0, w.k_cur, w.k_idxs, w.il));
-                ggml_build_forward_expand(g.gf, w.mctx->cpy_v(g.ctx0, w.v_cur, w.v_idxs, w.il));
+                ggml_build_forward_expand(g.gf, w.is_v ? w.mctx->cpy_v(g.ctx0, w.cur, w.idxs, w.il)
+                                                       : w.mctx->cpy_k(g.ctx0, w.cur, w.idxs, w.il));
             }
         }
     }
@@ -177,6 +188,7 @@ struct loop_builder {
 
 ggml_tensor * llm_graph_context::build_layer_stack(ggml_tensor * inpL, ggml_tensor * inp_out_ids, const llm_layer_fn & layer) {
     const llama_loop_state & state = cparams.loop;
+    llama_loop_mark_capable(arch);
 
     if (!state.active() || state.rows == LLAMA_LOOP_ROWS_NONE) {
         for (int il = 0; il < n_layer; ++il) {
@@ -193,7 +205,12 @@ ggml_tensor * llm_graph_context::build_layer_stack(ggml_tensor * inpL, ggml_tens
 
     llama_loop_graph hooks;
     hooks.routes.resize(n_layer);
-    loop = &hooks;
+    // the hooks live while the window is built, also when a graph assert throws out of it
+    struct hooks_scope {
+        llm_graph_context & g;
+        hooks_scope(llm_graph_context & g, llama_loop_graph & h) : g(g) { g.loop = &h; llama_loop_graph::active() = &h; }
+        ~hooks_scope() { g.loop = nullptr; llama_loop_graph::active() = nullptr; }
+    };
 
     loop_builder b { *this, layer, p, hooks };
     if (state.rows == LLAMA_LOOP_ROWS_SOME) {
@@ -203,9 +220,11 @@ ggml_tensor * llm_graph_context::build_layer_stack(ggml_tensor * inpL, ggml_tens
         b.rows = inp->idx;
         res->add_input(std::move(inp));
     }
-    ggml_tensor * y = p.mode == LLAMA_LOOP_MODE_LAYER ? b.layerwise(inpL) : b.block(inpL);
-
-    loop = nullptr;
+    ggml_tensor * y = nullptr;
+    {
+        hooks_scope scope(*this, hooks);
+        y = p.mode == LLAMA_LOOP_MODE_LAYER ? b.layerwise(inpL) : b.block(inpL);
+    }
 
     if (p.end == n_layer - 1) {
         // the window holds the last layer: trim to the output rows once, after the loop

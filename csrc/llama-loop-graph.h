@@ -25,15 +25,23 @@ private:
     llama_loop_state state; // the per-sequence decisions of the ubatch
 };
 
-// One K/V cache write as build_attn emitted it (after any rotation), so it can be emitted again.
+// One cache write (K or V) as an attention builder emitted it (after any rotation), so it can be
+// emitted again. Every build_attn variant writes through llama_kv_cache_context::cpy_k / cpy_v,
+// which report here; a K-only cache (MLA) reports no V write, so none is replayed.
 struct llama_loop_kv_write {
     int il;
     const llama_kv_cache_context * mctx;
-    ggml_tensor * k_cur;
-    ggml_tensor * v_cur;
-    ggml_tensor * k_idxs;
-    ggml_tensor * v_idxs;
+    bool is_v;
+    ggml_tensor * cur;
+    ggml_tensor * idxs;
 };
+
+// Called by llama_kv_cache_context::cpy_k / cpy_v: records the write when the looped graph being
+// built on this thread asks for it (graphs are built on one thread at a time per context).
+void llama_loop_on_cache_write(const llama_loop_kv_write & w);
+
+// Called by build_layer_stack: this architecture has a loop-capable graph builder.
+void llama_loop_mark_capable(llm_arch arch);
 
 struct llama_loop_graph {
     enum route_mode {
@@ -58,6 +66,9 @@ struct llama_loop_graph {
             kv_writes.push_back(w);
         }
     }
+
+    // The looped graph being built on this thread, if any (set by build_layer_stack).
+    static llama_loop_graph *& active();
 
     void on_route(int il, ggml_tensor *& experts, ggml_tensor *& weights) {
         if (route == ROUTE_RECORD) {

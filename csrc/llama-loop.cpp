@@ -3,6 +3,7 @@
 #include "llama-loop.h"
 #include "llama-loop-state.h"
 #include "llama-hardening.h"
+#include "llama-loop-graph.h"
 
 #include "llama-batch.h"
 #include "llama-context.h"
@@ -22,6 +23,8 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
+#include <unordered_map>
+#include <mutex>
 
 namespace {
 
@@ -364,7 +367,16 @@ uint32_t llama_loop_extra_nodes(const llama_loop_state & state, uint32_t base, u
     return (uint32_t) std::min<uint64_t>(extra, UINT32_MAX / 2);
 }
 
+namespace {
+std::mutex g_capable_mutex;
+std::unordered_map<int, bool> g_capable; // llm_arch -> its builder goes through build_layer_stack
+thread_local int g_probing = 0;          // > 0 while a probe context is created on this thread
+} // namespace
+
 void llama_loop_init_context(llama_context * ctx) {
+    if (g_probing > 0) {
+        return; // a probe context of llama_loop_arch_supported runs the unmodified model
+    }
     if (const char * env = std::getenv("LOOPCPP_LOOP")) {
         if (*env) {
             apply_recipe(ctx, env, "LOOPCPP_LOOP");
@@ -501,20 +513,39 @@ int32_t llama_loop_format(const llama_loop_params * p, char * buf, size_t size) 
     return (int32_t) s.size();
 }
 
+// Which architectures loop is learnt from their graph builders: build_layer_stack marks the
+// architecture whenever it builds a graph (llama_loop_mark_capable). One not seen yet is probed
+// once by building its graph in a minimal context; there is no hand-kept list.
+void llama_loop_mark_capable(llm_arch arch) {
+    std::lock_guard<std::mutex> lock(g_capable_mutex);
+    g_capable[arch] = true;
+}
+
 bool llama_loop_arch_supported(const llama_model * model) {
     if (!model) {
         return false;
     }
-    switch (model->arch) {
-        case LLM_ARCH_LLAMA:
-        case LLM_ARCH_QWEN2:
-        case LLM_ARCH_QWEN3:
-        case LLM_ARCH_QWEN3MOE:
-        case LLM_ARCH_GEMMA3:
-            return true;
-        default:
-            return false;
+    const int key = model->arch;
+    {
+        std::lock_guard<std::mutex> lock(g_capable_mutex);
+        const auto it = g_capable.find(key);
+        if (it != g_capable.end()) {
+            return it->second;
+        }
     }
+    if (g_probing == 0 && model->hparams.n_layer() > 0) {
+        llama_context_params cp = llama_context_default_params();
+        cp.n_ctx   = 64;
+        cp.n_batch = cp.n_ubatch = 8;
+        cp.n_seq_max = 1;
+        cp.no_perf   = true;
+        g_probing++;
+        llama_context * probe = llama_init_from_model(const_cast<llama_model *>(model), cp);
+        g_probing--;
+        llama_free(probe);
+    }
+    std::lock_guard<std::mutex> lock(g_capable_mutex);
+    return g_capable.emplace(key, false).first->second; // not marked by the probe: its builder has no hook
 }
 
 int32_t llama_loop_validate(const llama_model * model, const llama_loop_params * params) {
@@ -529,7 +560,8 @@ int32_t llama_loop_validate(const llama_model * model, const llama_loop_params *
     }
     if (!llama_loop_arch_supported(model)) {
         return fail(LLAMA_LOOP_ERR_UNSUPPORTED, std::string("architecture '") + llm_arch_name(model->arch) +
-                    "' has no loop-capable graph builder (supported: llama, qwen2, qwen3, qwen3moe, gemma3)");
+                    "' cannot loop: its graph builder does not go through build_layer_stack "
+                    "(recurrent and encoder models, and builders not converted yet)");
     }
     const int32_t n = n_layer_of(*model);
     if (params->start >= 0 && params->end >= n) {
