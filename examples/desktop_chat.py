@@ -77,8 +77,8 @@ class ChatWindow:
             for tok in gen:
                 self.updates.put(("token", tok.text))
             self.updates.put(("done", gen.completion))
-        except loopcpp.LoopcppError as e:
-            self.updates.put(("error", str(e)))
+        except Exception as e:  # the window must leave its busy state whatever happened
+            self.updates.put(("error", f"{type(e).__name__}: {e}"))
 
     def stop(self) -> None:
         if self.busy:

@@ -38,6 +38,10 @@ int main(int argc, char ** argv) {
     struct llama_context_params cparams = llama_context_default_params();
     cparams.n_ctx = 1024;
     struct llama_context * ctx = llama_init_from_model(model, cparams);
+    if (!ctx) {
+        fprintf(stderr, "could not create a context\n");
+        return 1;
+    }
 
     // the recipe: parse the spec string for this model, then set it on the context
     struct llama_loop_params loop;

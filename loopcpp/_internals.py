@@ -349,7 +349,11 @@ class ContextHandle(_Owner):
         self.has_logits = False
 
     def seq_rm(self, p0: int) -> bool:
-        return bool(lib.llama_memory_seq_rm(lib.llama_get_memory(self.ptr), 0, p0, -1))
+        return self.seq_rm_of(0, p0)
+
+    def seq_rm_of(self, seq: int, p0: int) -> bool:
+        """Removes positions >= p0 of sequence seq from the cache."""
+        return bool(lib.llama_memory_seq_rm(lib.llama_get_memory(self.ptr), seq, p0, -1))
 
     def pos_max(self) -> int:
         return lib.llama_memory_seq_pos_max(lib.llama_get_memory(self.ptr), 0)

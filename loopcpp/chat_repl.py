@@ -101,8 +101,10 @@ class ChatSession:
             with open(path, encoding="utf-8") as f:
                 data = json.load(f)
             messages = data["messages"]
-            if not all(isinstance(m, dict) and {"role", "content"} <= set(m) for m in messages):
-                raise ValueError("every message needs a role and a content")
+            if not isinstance(messages, list) or not all(
+                    isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                    for m in messages):
+                raise ValueError("every message needs a role and a content, both strings")
         except (OSError, ValueError, KeyError, TypeError) as e:
             self.note(f"loopcpp: could not load {path}: {e}")
             return
@@ -117,17 +119,16 @@ class ChatSession:
         self.messages.append({"role": "user", "content": text})
         try:
             dropped = self.fit()
+            if dropped:
+                self.note(f"(the oldest {dropped} messages were dropped to fit the {self.ctx.n_ctx}-token context)")
+            gen = self.ctx.chat(self.messages, stream=True, max_tokens=self.max_tokens, sampling=self.sampling,
+                                stop=self.stop, chat_template=self.chat_template)
+            done, interrupted = stream(gen, self.ctx, self._write)
         except ContextFullError as e:
             self.messages.pop()
             self.note(f"loopcpp: {e}")
             return
-        if dropped:
-            self.note(f"(the oldest {dropped} messages were dropped to fit the {self.ctx.n_ctx}-token context)")
-        try:
-            gen = self.ctx.chat(self.messages, stream=True, max_tokens=self.max_tokens, sampling=self.sampling,
-                                stop=self.stop, chat_template=self.chat_template)
-            done, interrupted = stream(gen, self.ctx, self._write)
-        except LoopcppError as e:  # a failed decode ends this turn, not the session
+        except (LoopcppError, ValueError) as e:  # a failed decode or template ends this turn, not the session
             self.messages.pop()
             self.out.write("\n")
             self.note(f"loopcpp: error: {e}")

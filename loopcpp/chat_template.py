@@ -91,6 +91,8 @@ class ChatTemplate:
                                    bos_token=self.bos_token, eos_token=self.eos_token, **extra)
         except jinja2.TemplateError as e:
             raise ChatTemplateError(f"the chat template refused these messages: {e}") from None
+        except Exception as e:  # a template's own Python-level error (e.g. adding None to a str)
+            raise ChatTemplateError(f"the chat template failed on these messages: {type(e).__name__}: {e}") from None
 
 
 def _check_messages(messages: Sequence[dict]) -> list[dict]:
@@ -98,6 +100,8 @@ def _check_messages(messages: Sequence[dict]) -> list[dict]:
     for m in messages:
         if not isinstance(m, dict) or "role" not in m or "content" not in m:
             raise ChatTemplateError(f"a chat message needs 'role' and 'content', got {m!r}")
+        if not isinstance(m["content"], (str, list)):  # text, or a list of content parts
+            raise ChatTemplateError(f"a chat message's content must be a string, got {m['content']!r}")
         out.append(m)
     return out
 

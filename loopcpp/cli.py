@@ -65,8 +65,8 @@ def _add_log_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("log")
     g.add_argument("-v", "--verbose", action="store_true", help="show llama.cpp's log (same as --log-level debug)")
     g.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None,
-                   help="llama.cpp's log at this level or above (default: warnings to --log-file only)")
-    g.add_argument("--log-file", help="write llama.cpp's log to this file")
+                   help="show llama.cpp's log on stderr at this level or above (default: not shown)")
+    g.add_argument("--log-file", help="write llama.cpp's log to this file (info and above, or --log-level)")
 
 
 def _add_sampling_args(p: argparse.ArgumentParser, max_tokens: int) -> None:
@@ -201,31 +201,30 @@ class _VersionAction(argparse.Action):
 
 def version_text() -> str:
     from . import __version__
-    from ._lib import LLAMA_COMMIT
+    from ._lib import LLAMA_COMMIT, backends
 
-    try:
-        from ._lib import backends
-
-        where = ", ".join(backends()) or "none"
-    except LoopcppError as e:
-        where = f"unavailable ({e})"
-    return f"loopcpp {__version__} (llama.cpp {LLAMA_COMMIT}); backends: {where}"
+    return f"loopcpp {__version__} (llama.cpp {LLAMA_COMMIT}); backends: {', '.join(backends()) or 'none'}"
 
 
 def setup_logging(args) -> None:
     """llama.cpp's log (logger `loopcpp`) to stderr at --log-level / -v, and to --log-file."""
     level_name = "debug" if getattr(args, "verbose", False) else getattr(args, "log_level", None)
     logger = logging.getLogger("loopcpp")
+    for h in [h for h in logger.handlers if getattr(h, "_loopcpp_cli", False)]:  # main() run again in-process
+        logger.removeHandler(h)
+        h.close()
     fmt = logging.Formatter("%(levelname).1s %(message)s")
     levels = []
     if level_name:
         h = logging.StreamHandler(sys.stderr)
+        h._loopcpp_cli = True
         h.setLevel(getattr(logging, level_name.upper()))
         h.setFormatter(fmt)
         logger.addHandler(h)
         levels.append(h.level)
     if getattr(args, "log_file", None):
         h = logging.FileHandler(args.log_file, encoding="utf-8")
+        h._loopcpp_cli = True
         h.setLevel(getattr(logging, (level_name or "info").upper()))
         h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logger.addHandler(h)
@@ -280,6 +279,16 @@ def _sampling(args):
                     logit_bias=parse_logit_bias(args.logit_bias), grammar=grammar, json_schema=schema, seed=args.seed)
 
 
+def _loaded_sampling(args, model):
+    """The sampling options, with what needs the model checked now (the grammar parses, biased
+    tokens exist), so a bad flag fails before the first turn rather than in it."""
+    from ._internals import SamplerHandle
+
+    sampling = _sampling(args)
+    SamplerHandle(model._h, sampling, 0, grammar=sampling.grammar_text()).close()
+    return sampling
+
+
 def _check_inputs(args) -> None:
     """What can be checked before a model is fetched or loaded: the loop and the sampling."""
     if args.loop:
@@ -295,7 +304,7 @@ def cmd_chat(args) -> int:
     interactive = sys.stdin.isatty()
     model, ctx = _open(args)
     with model, ctx:
-        session = ChatSession(model, ctx, _sampling(args), args.max_tokens, system=args.system, stop=args.stop,
+        session = ChatSession(model, ctx, _loaded_sampling(args, model), args.max_tokens, system=args.system, stop=args.stop,
                               show_stats=interactive and sys.stdout.isatty() and not args.no_stats)
         if interactive:
             enable_line_editing(catalog.cache_dir() / "chat_history")
@@ -339,7 +348,7 @@ def cmd_run(args) -> int:
     prompt = _read_prompt(args)
     model, ctx = _open(args)
     with model, ctx:
-        kw = dict(max_tokens=args.max_tokens, sampling=_sampling(args), stop=args.stop)
+        kw = dict(max_tokens=args.max_tokens, sampling=_loaded_sampling(args, model), stop=args.stop)
         if args.chat:
             gen = ctx.chat([{"role": "user", "content": prompt}], stream=True, **kw)
         else:
@@ -531,6 +540,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (LoopcppError, ValueError, OSError) as e:
         print(f"loopcpp: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # while a model loads or a prompt is read
+        print(file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

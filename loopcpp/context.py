@@ -13,7 +13,7 @@ import numpy as np
 
 from . import state as _state
 from ._internals import ContextHandle, SamplerHandle, TensorTap
-from .errors import BusyError, CancelledError, ContextError, ContextFullError, LoopConfigError
+from .errors import BusyError, CancelledError, ContextError, ContextFullError, DecodeError, LoopConfigError
 from .kvtypes import GGML_TYPES
 from .generation import Completion, Generation, Timings, Token, TopLogprob, Usage
 from .loop import LoopConfig, LoopLike, as_loop_config
@@ -103,6 +103,7 @@ class Context:
         self.tokens: list[int] = []  # what the KV cache holds for sequence 0, in order
         self._several_sequences = False  # eval_batch filled the cache; eval() needs reset() first
         self._ubatch_starts: list[int] = []  # positions where a ubatch began (see _prefill)
+        self._reused = 0  # prompt tokens the last _prefill kept from the cache
         if loop_cfg is not None:
             self.set_loop(loop_cfg)
 
@@ -183,9 +184,18 @@ class Context:
             )
         if self._tap is not None:
             self._tap.captured.clear()
+        starts = self._ubatch_split(self.n_past, len(tokens))
         try:
             out = self._h.decode(tokens, self.n_past, logits)
-            self._ubatch_starts += self._ubatch_split(self.n_past, len(tokens))
+        except DecodeError:
+            # llama.cpp keeps the ubatches that completed (a cancel, a failed later ubatch): so do we
+            kept = self._h.pos_max() + 1 - self.n_past
+            if kept > 0:
+                self._ubatch_starts += [b for b in starts if b < self.n_past + kept]
+                self.tokens += tokens[:kept]
+            raise
+        else:
+            self._ubatch_starts += starts
             self.tokens += tokens
         finally:
             self._sync()
@@ -239,7 +249,7 @@ class Context:
         if n_cache < len(self.tokens):
             self._truncate(n_cache)
         elif n_cache > len(self.tokens) and not self._h.seq_rm(len(self.tokens)):
-            self.reset()
+            self._reset()
 
     def _truncate(self, n: int) -> None:
         self.tokens = self.tokens[:n]
@@ -265,6 +275,7 @@ class Context:
                 self._reset()
                 n = 0
             self._truncate(n)
+        self._reused = n
         self._eval(prompt[n:], logits="sample")
         return n
 
@@ -313,6 +324,7 @@ class Context:
         # built now, so a grammar that does not parse raises here rather than at the first token
         seed = sampling.seed if sampling.seed is not None else random.getrandbits(32)
         sampler = SamplerHandle(self.model._h, sampling, seed, history=prompt_tokens, grammar=sampling.grammar_text())
+        self._h.set_cancelled(False)  # a cancel() from now on stops this generation, even before it starts
         gen = Generation()
         gen._steps = self._stream(gen, prompt_tokens, max_tokens, [x for x in stops if x], stop_ids, sampler, logprobs)
         return gen
@@ -322,7 +334,7 @@ class Context:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         held = ""  # text held back because it may begin a stop string
         out: list[Token] = []
-        finish, cached, n_generated = "cancelled", 0, 0
+        finish, cached, n_generated, n_prompt_evaluated = "cancelled", 0, 0, 0
         t_prompt = t_gen = 0.0
         with self._lock:
             if self._streaming:
@@ -330,30 +342,36 @@ class Context:
                 raise BusyError("another generation is in progress on this context: finish or close() "
                                 "that generator first, or use a second context")
             self._streaming = True
-            self._h.set_cancelled(False)
-        t0 = time.perf_counter()
+        t0 = t1 = time.perf_counter()
         try:
             try:
                 with self._lock:
                     cached = self._prefill(prompt)
+                    n_prompt_evaluated = len(prompt) - cached
             except CancelledError:
+                cached = self._reused
+                n_prompt_evaluated = max(0, self.n_past - cached)  # the ubatches that completed
                 return
             finally:
                 t_prompt = time.perf_counter() - t0
             t1 = time.perf_counter()
             for _ in range(max_tokens):
-                if self._h.cancelled:
-                    break
-                token = self._h.sample(sampler)
-                lp, top = self._logprobs(token, logprobs) if logprobs is not None else (None, None)
-                if self.model.is_eog(token) or token in stop_ids:
-                    finish = "eog" if self.model.is_eog(token) else "stop"
-                    break
+                # one step under the lock: close() on another thread waits for it, then the next
+                # step's first native call raises ClosedError instead of reading freed memory
+                with self._lock:
+                    if self._h.cancelled:
+                        break
+                    token = self._h.sample(sampler)
+                    lp, top = self._logprobs(token, logprobs) if logprobs is not None else (None, None)
+                    if self.model.is_eog(token) or token in stop_ids:
+                        finish = "eog" if self.model.is_eog(token) else "stop_token"
+                        break
+                    piece = self.model.token_to_piece(token)
                 n_generated += 1
-                text = held + decoder.decode(self.model.token_to_piece(token))
+                text = held + decoder.decode(piece)
                 cut = _find_stop(text, stop)
                 if cut is not None:
-                    finish = "stop"
+                    finish, held = "stop", ""
                     if cut:
                         out.append(Token(token, text[:cut], lp, top))
                         yield out[-1]
@@ -372,17 +390,18 @@ class Context:
                     break
             else:
                 finish = "length"
-            t_gen = time.perf_counter() - t1
-            if held and finish != "stop":
+            held += decoder.decode(b"", final=True)  # an incomplete UTF-8 sequence at the end
+            if held:
                 out.append(Token(-1, held))
                 yield out[-1]
         finally:
+            t_gen = time.perf_counter() - t1 if n_generated else 0.0
             self._streaming = False
             sampler.close()
             gen._finish(Completion(
-                "".join(t.text for t in out), finish,
+                "".join(t.text for t in out), "stop" if finish == "stop_token" else finish,
                 Usage(len(prompt), n_generated, cached),
-                Timings(t_prompt * 1000, len(prompt) - cached, t_gen * 1000, n_generated), tuple(out)))
+                Timings(t_prompt * 1000, n_prompt_evaluated, t_gen * 1000, n_generated), tuple(out)))
 
     def _logprobs(self, token: int, n: int) -> tuple[float, Optional[tuple[TopLogprob, ...]]]:
         """The model's log-probability of token (before sampling's transforms) and the n most
@@ -488,13 +507,16 @@ class Context:
         self._check_seq(seq)
         data = self._h.state_get(seq)
         tokens = self.tokens if seq in (None, 0) and not self._several_sequences else []
-        return _state.pack(self, data, seq, tokens, self._ubatch_starts if tokens else [])
+        return _state.pack(self, data, seq, tokens, self._ubatch_starts if tokens else [],
+                           several_sequences=self._several_sequences and seq is None)
 
     @_exclusive
     def load_state(self, data: bytes, seq: Optional[int] = None, adopt_loop: bool = False) -> None:
-        """Restores what save_state() returned (into sequence `seq` for a per-sequence state).
-        A state saved under another loop is refused (its cache entries were written by that
-        loop) unless adopt_loop=True, which first switches this context to the saved loop."""
+        """Restores what save_state() returned: the whole context (seq=None), or one sequence's
+        cache into sequence `seq`, the other sequences untouched. A state saved under another loop
+        is refused (its cache entries were written by that loop) unless adopt_loop=True, which
+        first switches this context to the saved loop (whole-context states only: the other
+        sequences' entries were written by this context's loop)."""
         self._check_seq(seq)
         header, blob = _state.unpack(data, self.model)
         if (header["seq"] is None) != (seq is None):
@@ -505,18 +527,21 @@ class Context:
                 raise _state.StateError(
                     f"the state was saved under loop '{saved}' but this context loops '{self.loop}': "
                     f"pass adopt_loop=True to switch to '{saved}', or set_loop('{saved}') first")
+            if seq is not None:
+                raise _state.StateError("adopt_loop=True restores whole-context states only: set_loop() first")
             self._h.loop_set(as_loop_config(saved).to_c())
-        if seq is None or seq == 0:
-            self._reset()
         try:
-            self._h.state_set(blob, seq)
+            self._h.state_set(blob, seq)  # a sequence's restore replaces that sequence only
         except Exception:
-            self._reset()
+            self._reset() if seq is None else self._h.seq_rm_of(seq, 0)
             raise
+        if seq is None:
+            self._several_sequences = header.get("several_sequences", False)
         if seq in (None, 0):
             self.tokens = list(header["tokens"])
             self._ubatch_starts = list(header["ubatch_starts"])
-            self._sync()
+            if not self._several_sequences:
+                self._sync()
 
     def save_state_file(self, path, seq: Optional[int] = None) -> None:
         with open(path, "wb") as f:

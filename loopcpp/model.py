@@ -128,9 +128,13 @@ class Model:
     # --- embeddings --------------------------------------------------------------------------
     @property
     def pooling(self) -> str:
-        """How embeddings pool token vectors: the model's own (`<arch>.pooling_type`), else mean."""
-        names = {0: "none", 1: "mean", 2: "cls", 3: "last"}
-        return names.get(int(self.metadata.get(f"{self.arch}.pooling_type", 1) or 1), "mean")
+        """How embeddings pool token vectors: the model's own (`<arch>.pooling_type`: cls, last or
+        mean), else mean."""
+        names = {1: "mean", 2: "cls", 3: "last"}
+        try:
+            return names.get(int(self.metadata.get(f"{self.arch}.pooling_type", 1)), "mean")
+        except ValueError:
+            return "mean"
 
     def embed(self, texts: "str | Sequence[str]", pooling: Optional[str] = None, normalize: bool = True,
               loop=None, **context_kw):

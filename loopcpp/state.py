@@ -30,9 +30,11 @@ def _model_id(model: "Model") -> dict:
             "n_vocab": model.n_vocab}
 
 
-def pack(ctx: "Context", blob: bytes, seq: Optional[int], tokens: Sequence[int], ubatch_starts: Sequence[int]) -> bytes:
+def pack(ctx: "Context", blob: bytes, seq: Optional[int], tokens: Sequence[int], ubatch_starts: Sequence[int],
+         several_sequences: bool = False) -> bytes:
     header = {"format": FORMAT, "loopcpp": __version__, "model": _model_id(ctx.model), "loop": str(ctx.loop),
-              "seq": seq, "tokens": list(tokens), "ubatch_starts": list(ubatch_starts)}
+              "seq": seq, "tokens": list(tokens), "ubatch_starts": list(ubatch_starts),
+              "several_sequences": several_sequences}
     raw = json.dumps(header, separators=(",", ":")).encode()
     return MAGIC + struct.pack("<I", len(raw)) + raw + blob
 
@@ -46,12 +48,13 @@ def unpack(data: bytes, model: "Model") -> tuple[dict, bytes]:
     start = len(MAGIC) + 4
     try:
         header = json.loads(data[start:start + n])
-        if header.get("format") != FORMAT:
-            raise StateError(f"state format {header.get('format')!r} is not {FORMAT}: saved by another loopcpp version")
+        fmt = header["format"]
         saved_model = header["model"]
         header["loop"], header["seq"], header["tokens"], header["ubatch_starts"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):  # not JSON, not an object, a field missing
         raise StateError("the state's header is damaged") from None
+    if fmt != FORMAT:
+        raise StateError(f"state format {fmt!r} is not {FORMAT}: saved by another loopcpp version")
     if saved_model != _model_id(model):
         raise StateError(f"the state was saved with model '{saved_model.get('description')}' "
                          f"({saved_model.get('n_params')} parameters), not this one ({model.description})")

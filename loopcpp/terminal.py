@@ -35,22 +35,34 @@ def stream(gen: Generation, ctx, write: Callable[[str], None]) -> tuple[Completi
     worker = threading.Thread(target=work, name="loopcpp-generate", daemon=True)
     worker.start()
     interrupted = False
-    while True:
-        try:
-            piece = pieces.get(timeout=0.1)
-        except queue.Empty:
-            continue
-        except KeyboardInterrupt:
-            interrupted = True
+    try:
+        while True:
+            try:
+                piece = pieces.get(timeout=0.1)
+                if piece is _DONE:
+                    break
+                write(piece)
+            except queue.Empty:
+                continue
+            except KeyboardInterrupt:
+                interrupted = True
+                ctx.cancel()
+    finally:  # also when write() fails (a closed pipe): the worker never outlives this call
+        if worker.is_alive():
             ctx.cancel()
-            continue
-        if piece is _DONE:
-            break
-        write(piece)
-    worker.join()
+        _join(worker)
     if failure:
         raise failure[0]
     return gen.completion, interrupted
+
+
+def _join(worker: threading.Thread) -> None:
+    """Waits for the worker, even through a second Ctrl-C (it stops within a graph node)."""
+    while worker.is_alive():
+        try:
+            worker.join(timeout=0.1)
+        except KeyboardInterrupt:
+            pass
 
 
 def dim(text: str, stream_=None) -> str:

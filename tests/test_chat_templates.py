@@ -67,6 +67,14 @@ def test_raise_exception_in_a_template_becomes_a_clear_error():
         render("google-gemma-3-it", [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}])
 
 
+def test_a_template_that_fails_in_python_is_a_template_error():
+    tmpl = chat_template.ChatTemplate("{{ 'a' + messages[0]['content'] }}", "override")
+    with pytest.raises(loopcpp.ChatTemplateError, match="TypeError"):
+        tmpl.render([{"role": "user", "content": [{"type": "text", "text": "x"}]}])
+    with pytest.raises(loopcpp.ChatTemplateError, match="must be a string"):
+        tmpl.render([{"role": "user", "content": None}])
+
+
 def test_the_sandbox_refuses_unsafe_templates():
     evil = "{{ messages.__class__.__mro__[1].__subclasses__() }}"
     with pytest.raises(loopcpp.ChatTemplateError):

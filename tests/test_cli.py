@@ -157,6 +157,8 @@ def test_the_paris_token_id(smollm2):
     (["run", "no-such-model", "-p", "x", "-l", "12x"], "--logit-bias '12x'"),
     (["run", "no-such-model", "-p", "x", "--top-p", "0"], "top_p=0.0"),
     (["run", "{tiny}"], "no prompt"),
+    (["chat", "{tiny}", "--grammar", "root ::= ("], "grammar does not parse"),  # before the first turn
+    (["run", "{tiny}", "-p", "x", "-l", "999999+1"], "outside the vocabulary"),
 ])
 def test_bad_flags_fail_before_loading(args, needle, tiny_paths):
     r = loopcpp(*[a.replace("{tiny}", str(tiny_paths["llama"])) for a in args], stdin="")
