@@ -92,30 +92,51 @@ def _layer_tensors(tensors, layers: list[int]) -> list[tuple[str, object]]:
     return out + [(t.name, t) for t in tail]
 
 
-# Architectures whose sliding-window layers follow a fixed pattern by layer index unless the file
-# gives one per layer: duplicating layers must then write the pattern out (every n-th is global).
-SWA_PATTERNS = {"gemma3": 6}
+# Architectures whose sliding-window layers follow a pattern by layer index unless the file gives
+# one per layer (llama.cpp's default period, or the file's scalar `sliding_window_pattern`):
+# reordering layers must then write the pattern out per layer.
+SWA_PATTERNS = {"gemma2": 2, "gemma3": 6, "olmo2": 4}
 
 
-def duplicate_layers(src: str | os.PathLike, dst: str | os.PathLike, start: int, end: int, repeats: int,
-                     progress: bool = True) -> list[int]:
-    """A "self-merge" GGUF: layers start..end physically repeated `repeats` times (mergekit's
-    passthrough), run by the unmodified model. Returns the source layer of each new layer."""
+def reorder_layers(src: str | os.PathLike, dst: str | os.PathLike, layers: list[int], progress: bool = True) -> None:
+    """A GGUF whose layer i is the source's layer layers[i] (repeats allowed), run by the
+    unmodified model: every per-layer array follows, and a sliding-window pattern given by
+    period becomes an explicit per-layer one, so each layer keeps its attention type."""
     import gguf
 
     reader = gguf.GGUFReader(str(src))
     arch = reader.get_field(gguf.Keys.General.ARCHITECTURE).contents()
     n_layer = reader.get_field(f"{arch}.block_count").contents()
-    if not (0 <= start <= end < n_layer) or repeats < 1:
-        raise ValueError(f"window {start}:{end}x{repeats} does not fit {n_layer} layers")
-    layers = list(range(end + 1)) + list(range(start, end + 1)) * (repeats - 1) + list(range(end + 1, n_layer))
+    if not layers or any(not 0 <= i < n_layer for i in layers):
+        raise ValueError(f"layers {layers} do not fit {n_layer} layers")
     extra: dict = {}
     key = f"{arch}.attention.sliding_window_pattern"
-    if arch in SWA_PATTERNS and reader.get_field(key) is None:
-        n = SWA_PATTERNS[arch]
-        extra[key] = [bool(i % n < n - 1) for i in layers]
+    field = reader.get_field(key)
+    slides = arch.startswith("gemma") or reader.get_field(f"{arch}.attention.sliding_window") is not None
+    if arch in SWA_PATTERNS and slides and (field is None or field.types[0] != gguf.GGUFValueType.ARRAY):
+        n = SWA_PATTERNS[arch] if field is None else int(field.contents())
+        extra[key] = [bool(n == 0 or i % n < n - 1) for i in layers]  # llama_hparams::set_swa_pattern
     del reader
     copy_gguf(src, dst, progress=progress, layers=layers, set_arrays=extra)
+
+
+def duplicate_layers(src: str | os.PathLike, dst: str | os.PathLike, start: int, end: int, repeats: int,
+                     progress: bool = True, layerwise: bool = False) -> list[int]:
+    """A "self-merge" GGUF: layers start..end physically repeated `repeats` times (mergekit's
+    passthrough; layerwise: each layer repeated in place), run by the unmodified model. Returns
+    the source layer of each new layer."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(src))
+    arch = reader.get_field(gguf.Keys.General.ARCHITECTURE).contents()
+    n_layer = reader.get_field(f"{arch}.block_count").contents()
+    del reader
+    if not (0 <= start <= end < n_layer) or repeats < 1:
+        raise ValueError(f"window {start}:{end}x{repeats} does not fit {n_layer} layers")
+    window = ([i for i in range(start, end + 1) for _ in range(repeats)] if layerwise
+              else list(range(start, end + 1)) * repeats)
+    layers = list(range(start)) + window + list(range(end + 1, n_layer))
+    reorder_layers(src, dst, layers, progress=progress)
     return layers
 
 

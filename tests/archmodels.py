@@ -1,0 +1,103 @@
+"""Tiny random-weight GGUFs of the architectures that loop without a numpy model of their own:
+their looped graph is checked against llama.cpp itself (tests/test_arch_oracle.py). Each writer
+lists only what the architecture's loader requires; shapes follow tinymodels.TinySpec."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+import tinymodels
+from tinymodels import TinySpec
+
+
+def _common(w, spec: TinySpec) -> None:
+    import gguf
+
+    w.add_context_length(spec.n_ctx)
+    w.add_embedding_length(spec.n_embd)
+    w.add_block_count(spec.n_layer)
+    w.add_head_count(spec.n_head)
+    w.add_head_count_kv(spec.n_head_kv)
+    w.add_key_length(spec.head_dim)
+    w.add_value_length(spec.head_dim)
+    w.add_rope_dimension_count(spec.head_dim)
+    w.add_rope_freq_base(spec.rope_base)
+    w.add_layer_norm_rms_eps(spec.eps)
+    w.add_feed_forward_length(spec.n_ff)
+    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+
+
+def tensors(arch: str, spec: TinySpec) -> dict[str, np.ndarray]:
+    base = tinymodels.tensors(TinySpec("llama", **{k: getattr(spec, k) for k in ("n_layer", "n_embd", "n_head",
+                                       "n_head_kv", "head_dim", "n_ff", "n_vocab", "seed")}))
+    rng = np.random.default_rng(spec.seed + 1)
+    E, H, KV, D, F, X = spec.n_embd, spec.n_head, spec.n_head_kv, spec.head_dim, spec.n_ff, spec.n_expert
+
+    def mat(out_dim, in_dim, gain=1.0):
+        return (rng.standard_normal((out_dim, in_dim)) * gain / np.sqrt(in_dim)).astype(np.float32)
+
+    def norm(n):
+        return (1.0 + 0.2 * rng.standard_normal(n)).astype(np.float32)
+
+    t = dict(base)
+    for il in range(spec.n_layer):
+        p = f"blk.{il}."
+        if arch == "phi3":  # fused QKV and fused gate+up
+            t[p + "attn_qkv.weight"] = np.concatenate([t.pop(p + n) for n in ("attn_q.weight", "attn_k.weight", "attn_v.weight")])
+            t[p + "ffn_up.weight"] = np.concatenate([t.pop(p + "ffn_gate.weight"), t[p + "ffn_up.weight"]])
+        elif arch == "olmo2":  # norms after attention and FFN only, Q/K norms over whole rows
+            del t[p + "attn_norm.weight"], t[p + "ffn_norm.weight"]
+            t[p + "attn_q_norm.weight"] = norm(H * D)
+            t[p + "attn_k_norm.weight"] = norm(KV * D)
+            t[p + "post_attention_norm.weight"] = norm(E)
+            t[p + "post_ffw_norm.weight"] = norm(E)
+        elif arch == "gemma2":
+            t[p + "post_attention_norm.weight"] = norm(E)
+            t[p + "post_ffw_norm.weight"] = norm(E)
+        elif arch == "qwen2moe":  # routed experts plus a sigmoid-gated shared expert
+            for n in ("ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"):
+                del t[p + n]
+            t[p + "attn_q.bias"] = (0.5 * rng.standard_normal(H * D)).astype(np.float32)
+            t[p + "attn_k.bias"] = (0.5 * rng.standard_normal(KV * D)).astype(np.float32)
+            t[p + "attn_v.bias"] = (0.5 * rng.standard_normal(KV * D)).astype(np.float32)
+            t[p + "ffn_gate_inp.weight"] = mat(X, E, 3.0)
+            t[p + "ffn_gate_exps.weight"] = np.stack([mat(F, E) for _ in range(X)])
+            t[p + "ffn_up_exps.weight"] = np.stack([mat(F, E) for _ in range(X)])
+            t[p + "ffn_down_exps.weight"] = np.stack([mat(E, F) for _ in range(X)])
+            t[p + "ffn_gate_inp_shexp.weight"] = mat(1, E, 2.0)[0]
+            t[p + "ffn_gate_shexp.weight"] = mat(F, E)
+            t[p + "ffn_up_shexp.weight"] = mat(F, E)
+            t[p + "ffn_down_shexp.weight"] = mat(E, F)
+    if arch == "gemma2":
+        del t["output.weight"]  # tied to the embeddings
+    return t
+
+
+ARCHS = ("phi3", "olmo2", "qwen2moe", "smollm3", "gemma2")
+
+
+def write(arch: str, path: Path, spec: TinySpec = TinySpec("llama")) -> Path:
+    import gguf
+
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_name("tiny")  # not the architecture: llama.cpp keys vocabulary quirks on "phi3" in the name
+    _common(w, spec)
+    if arch == "qwen2moe":
+        w.add_expert_count(spec.n_expert)
+        w.add_expert_used_count(spec.n_expert_used)
+        w.add_expert_feed_forward_length(spec.n_ff)
+        w.add_uint32(f"{arch}.expert_shared_feed_forward_length", spec.n_ff)
+    if arch == "gemma2":
+        w.add_sliding_window(spec.n_swa)
+        w.add_float32(f"{arch}.attn_logit_softcapping", 50.0)
+        w.add_float32(f"{arch}.final_logit_softcapping", 30.0)
+    tinymodels._add_vocab(w, spec.n_vocab)
+    for name, arr in tensors(arch, spec).items():
+        w.add_tensor(name, arr)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
