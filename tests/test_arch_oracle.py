@@ -89,3 +89,10 @@ def test_every_variant_runs_finite_and_the_cache_never_grows(arch, arch_paths):
             assert len(ctx.kv_state()) == kv_size, (mode, integ, kv, decode)  # one entry per token
             out = [prompt] + [ctx.eval([t], logits="all") for t in (3, 4)]
             assert all(np.isfinite(o).all() for o in out), (mode, integ, kv, decode)
+
+
+def test_the_architecture_page_is_current():
+    import archtable
+
+    assert archtable.PAGE.read_text() == archtable.render(), "docs/architectures.md is stale: run python tests/archtable.py"
+    assert set(archtable.NOTES) == set(ALL_ARCHS)
