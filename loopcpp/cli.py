@@ -28,6 +28,8 @@ EXAMPLES = {
             "  loopcpp eval model.gguf --loop 12:15x3 --task mmlu --format mc --shots 5 --json out.json\n"
             "  loopcpp eval --loop auto --task ppl:notes.txt --ctx 1024",
     "bake": "loopcpp bake model.gguf --loop 12:15x3,rk -o model-looped.gguf",
+    "dup": "loopcpp dup model.gguf --loop 12:15x3 -o model-selfmerge.gguf      # layers 12..15 three times\n"
+           "  loopcpp dup model.gguf --loop 12:15x3,layer -o out.gguf           # each layer three times in place",
     "serve": "loopcpp serve model.gguf --loop 15:18x3 --port 8080\n"
              "  loopcpp serve --loop auto -np 8 -- --api-key secret     # after --: llama-server's own flags\n"
              "  curl localhost:8080/v1/chat/completions -d '{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], "
@@ -163,6 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("bake", "write a copy of a GGUF whose metadata carries a loop recipe (loopcpp.loop)")
     p.add_argument("model", help="a .gguf file or a catalog name")
     p.add_argument("--loop", metavar="SPEC", required=True, help="the recipe, e.g. 12:15x3 ('off' removes it)")
+    p.add_argument("-o", "--output", required=True, help="the GGUF to write")
+
+    p = cmd("dup", "write a self-merged GGUF: the window's layers physically repeated K times "
+                   "(what mergekit's passthrough does), for the unmodified llama.cpp")
+    p.add_argument("model", help="a .gguf file or a catalog name")
+    p.add_argument("--loop", metavar="S:ExK[,layer]", required=True,
+                   help="the window and K to repeat (block order; ',layer' repeats each layer in place)")
     p.add_argument("-o", "--output", required=True, help="the GGUF to write")
 
     p = cmd("serve", "OpenAI-compatible HTTP server (llama.cpp's llama-server, API only) with a loop; "
@@ -509,6 +518,19 @@ def cmd_bake(args) -> int:
     return 0
 
 
+def cmd_dup(args) -> int:
+    from .gguf_meta import duplicate_layers
+    from .loop import LoopConfig
+
+    cfg = LoopConfig.parse(args.loop)
+    if cfg.start is None or cfg.steps < 2:
+        raise ValueError(f"--loop {args.loop}: give an explicit window and K >= 2, e.g. 12:15x3")
+    path = catalog.resolve_model(args.model)
+    layers = duplicate_layers(path, args.output, cfg.start, cfg.end, cfg.steps, layerwise=cfg.mode == "layer")
+    print(f"wrote {args.output}: {len(layers)} layers (source layers {layers})", file=sys.stderr)
+    return 0
+
+
 def cmd_serve(args) -> int:
     from .serve import serve
 
@@ -516,7 +538,7 @@ def cmd_serve(args) -> int:
 
 
 COMMANDS = {"chat": cmd_chat, "run": cmd_run, "info": cmd_info, "models": cmd_models, "eval": cmd_eval,
-            "tune": cmd_tune, "bake": cmd_bake, "serve": cmd_serve}
+            "tune": cmd_tune, "bake": cmd_bake, "dup": cmd_dup, "serve": cmd_serve}
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

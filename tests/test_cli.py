@@ -302,3 +302,27 @@ def test_a_failed_reply_ends_the_turn_not_the_session(tiny_models):
     assert "loopcpp: error: llama_decode returned -3" in err.getvalue()
     assert [m["content"] for m in session.messages if m["role"] == "user"] == ["second"]
     assert session.last is not None and session.last.usage.completion_tokens > 0
+
+
+def test_dup_writes_a_self_merged_gguf_the_unmodified_model_runs(tiny_paths, tmp_path):
+    import gguf
+    import numpy as np
+
+    import loopcpp as api
+
+    out = tmp_path / "dup.gguf"
+    r = loopcpp("dup", tiny_paths["gemma3"], "--loop", "2:3x3", "-o", out)
+    assert r.returncode == 0, r.stderr
+    reader = gguf.GGUFReader(str(out))
+    assert reader.get_field("gemma3.block_count").contents() == 10
+    src = gguf.GGUFReader(str(tiny_paths["gemma3"]))
+    want = {t.name: t for t in src.tensors}
+    got = {t.name: t for t in reader.tensors}
+    assert np.array_equal(got["blk.6.attn_q.weight"].data, want["blk.2.attn_q.weight"].data)  # 2 3 | 2 3 | 2 3
+    # gemma3's sliding window pattern (period 3 in the file) is written out per layer
+    assert reader.get_field("gemma3.attention.sliding_window_pattern").contents() == [
+        True, True, False, True, False, True, False, True, True, False]
+    with api.Model(out) as m, m.context(n_ctx=32) as ctx:
+        assert np.isfinite(ctx.eval([5, 6])).all()
+    bad = loopcpp("dup", tiny_paths["gemma3"], "--loop", "auto", "-o", out)
+    assert bad.returncode == 2 and "explicit window" in bad.stderr
