@@ -23,13 +23,20 @@ step loopcpp eval qwen2.5-coder-1.5b --loop auto --task ppl --limit 8 --json doc
 step loopcpp eval qwen2.5-coder-1.5b --loop auto --task arc_easy --limit 60 --json docs/results/acc-qwen15.json $T
 # figure 5: where the cache policy and the decode mode act
 step python benchmarks/figures.py policies smollm2-135m --windows 4 --gen-limit 20 $T
-step loopcpp eval smollm2-135m --loop auto --loop "$TUNED" --task mmlu --format mc --limit 300 \
-    --json docs/results/mmlu-smollm2.json $T
-# Qwen2.5-Coder-0.5B and Gemma-3-270M
-step loopcpp eval qwen2.5-coder-0.5b --loop auto $MC --limit 100 --json docs/results/acc-qwen05.json $T
-for m in qwen2.5-coder-0.5b gemma3-270m; do
-    for f in ksweep depth; do
-        step python benchmarks/figures.py $f $m --windows 4 $T
-    done
+# Qwen2.5-Coder-0.5B: five tasks, MMLU 0-shot lettered (choices batched from here on)
+step loopcpp eval qwen2.5-coder-0.5b --loop auto $MC --limit 200 --json docs/results/acc-qwen05.json $T
+step loopcpp eval qwen2.5-coder-0.5b --loop auto --task mmlu --format mc --limit 300 --json docs/results/mmlu-qwen05.json $T
+# Gemma-3-270M: figures 1 and 3
+for f in ksweep depth; do
+    step python benchmarks/figures.py $f gemma3-270m --windows 4 $T
 done
-step loopcpp eval qwen2.5-coder-0.5b --loop auto --task mmlu --format mc --limit 200 --json docs/results/mmlu-qwen05.json $T
+# SmolLM2: MMLU (cloze), default and tuned recipe
+step loopcpp eval smollm2-135m --loop auto --loop "$TUNED" --task mmlu --limit 300 --json docs/results/mmlu-smollm2.json $T
+# figure 5 on a generative task with short prompts: Jeopardy (5-shot), Qwen2.5-Coder-0.5B
+step python benchmarks/figures.py policies qwen2.5-coder-0.5b --windows 4 --gen-task jeopardy --gen-limit 200 $T
+# Qwen2.5-Coder-1.5B: the six tasks with the default recipe, then the recipe tune finds
+step loopcpp eval qwen2.5-coder-1.5b --loop auto $MC --task mmlu --limit 100 --json docs/results/acc6-qwen15.json $T
+[ -f docs/results/tune-qwen15.json ] || step loopcpp tune qwen2.5-coder-1.5b --json docs/results/tune-qwen15.json $T
+TUNED15=$(best docs/results/tune-qwen15.json)
+step loopcpp eval qwen2.5-coder-1.5b --loop auto --loop "$TUNED15" $MC --task mmlu --limit 100 \
+    --json docs/results/acc6-qwen15-tuned.json $T
