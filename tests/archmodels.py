@@ -12,23 +12,6 @@ import tinymodels
 from tinymodels import TinySpec
 
 
-def _common(w, spec: TinySpec) -> None:
-    import gguf
-
-    w.add_context_length(spec.n_ctx)
-    w.add_embedding_length(spec.n_embd)
-    w.add_block_count(spec.n_layer)
-    w.add_head_count(spec.n_head)
-    w.add_head_count_kv(spec.n_head_kv)
-    w.add_key_length(spec.head_dim)
-    w.add_value_length(spec.head_dim)
-    w.add_rope_dimension_count(spec.head_dim)
-    w.add_rope_freq_base(spec.rope_base)
-    w.add_layer_norm_rms_eps(spec.eps)
-    w.add_feed_forward_length(spec.n_ff)
-    w.add_file_type(gguf.LlamaFileType.ALL_F32)
-
-
 def tensors(arch: str, spec: TinySpec) -> dict[str, np.ndarray]:
     base = tinymodels.tensors(TinySpec("llama", **{k: getattr(spec, k) for k in ("n_layer", "n_embd", "n_head",
                                        "n_head_kv", "head_dim", "n_ff", "n_vocab", "seed")}))
@@ -83,7 +66,8 @@ def write(arch: str, path: Path, spec: TinySpec = TinySpec("llama")) -> Path:
 
     w = gguf.GGUFWriter(str(path), arch)
     w.add_name("tiny")  # not the architecture: llama.cpp keys vocabulary quirks on "phi3" in the name
-    _common(w, spec)
+    tinymodels.add_shape(w, spec)
+    w.add_feed_forward_length(spec.n_ff)
     if arch == "qwen2moe":
         w.add_expert_count(spec.n_expert)
         w.add_expert_used_count(spec.n_expert_used)

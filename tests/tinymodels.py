@@ -106,16 +106,10 @@ def tensors(spec: TinySpec) -> dict[str, np.ndarray]:
     return t
 
 
-def write(spec: TinySpec, path: Path, loop_recipe: str | None = None, duplicate_token: bool = False,
-          drop: tuple[str, ...] = ()) -> Path:
-    """Writes the GGUF; loop_recipe, if given, becomes the loopcpp.loop metadata key.
-    Broken files for the bad-input tests: duplicate_token repeats a token string in the
-    vocabulary; drop leaves those tensors out."""
+def add_shape(w, spec: TinySpec) -> None:
+    """The hyperparameters every tiny model shares: sizes, heads, RoPE, norm epsilon, F32 file."""
     import gguf
 
-    a = spec.arch
-    w = gguf.GGUFWriter(str(path), a)
-    w.add_name(f"tiny-{a}")
     w.add_context_length(spec.n_ctx)
     w.add_embedding_length(spec.n_embd)
     w.add_block_count(spec.n_layer)
@@ -127,6 +121,19 @@ def write(spec: TinySpec, path: Path, loop_recipe: str | None = None, duplicate_
     w.add_rope_freq_base(spec.rope_base)
     w.add_layer_norm_rms_eps(spec.eps)
     w.add_file_type(gguf.LlamaFileType.ALL_F32)
+
+
+def write(spec: TinySpec, path: Path, loop_recipe: str | None = None, duplicate_token: bool = False,
+          drop: tuple[str, ...] = ()) -> Path:
+    """Writes the GGUF; loop_recipe, if given, becomes the loopcpp.loop metadata key.
+    Broken files for the bad-input tests: duplicate_token repeats a token string in the
+    vocabulary; drop leaves those tensors out."""
+    import gguf
+
+    a = spec.arch
+    w = gguf.GGUFWriter(str(path), a)
+    w.add_name(f"tiny-{a}")
+    add_shape(w, spec)
     if a == "qwen3moe":
         w.add_expert_count(spec.n_expert)
         w.add_expert_used_count(spec.n_expert_used)
