@@ -24,6 +24,9 @@ def tensors(arch: str, spec: TinySpec) -> dict[str, np.ndarray]:
     def norm(n):
         return (1.0 + 0.2 * rng.standard_normal(n)).astype(np.float32)
 
+    def bias(n):
+        return (0.3 * rng.standard_normal(n)).astype(np.float32)
+
     t = dict(base)
     for il in range(spec.n_layer):
         p = f"blk.{il}."
@@ -53,12 +56,30 @@ def tensors(arch: str, spec: TinySpec) -> dict[str, np.ndarray]:
             t[p + "ffn_gate_shexp.weight"] = mat(F, E)
             t[p + "ffn_up_shexp.weight"] = mat(F, E)
             t[p + "ffn_down_shexp.weight"] = mat(E, F)
+        elif arch == "gpt-oss":  # attention sinks, biases everywhere, biased routed experts, no dense FFN
+            for n in ("ffn_gate.weight", "ffn_up.weight", "ffn_down.weight", "ffn_norm.weight"):
+                del t[p + n]
+            t[p + "post_attention_norm.weight"] = norm(E)
+            t[p + "attn_output.bias"] = bias(E)
+            t[p + "attn_sinks.weight"] = bias(H)
+            t[p + "ffn_gate_inp.weight"] = mat(X, E, 3.0)
+            t[p + "ffn_gate_inp.bias"] = bias(X)
+            for n, (o, i) in (("gate", (F, E)), ("up", (F, E)), ("down", (E, F))):
+                t[p + f"ffn_{n}_exps.weight"] = np.stack([mat(o, i) for _ in range(X)])
+                t[p + f"ffn_{n}_exps.bias"] = np.stack([bias(o) for _ in range(X)])
+        elif arch == "starcoder2":  # LayerNorm with biases, a plain GELU MLP
+            del t[p + "ffn_gate.weight"]
+            for n, size in (("attn_norm.bias", E), ("attn_output.bias", E), ("ffn_norm.bias", E),
+                            ("ffn_up.bias", F), ("ffn_down.bias", E)):
+                t[p + n] = bias(size)
     if arch == "gemma2":
         del t["output.weight"]  # tied to the embeddings
+    if arch == "starcoder2":
+        t["output_norm.bias"] = bias(E)
     return t
 
 
-ARCHS = ("phi3", "olmo2", "qwen2moe", "smollm3", "gemma2")
+ARCHS = ("phi3", "olmo2", "qwen2moe", "smollm3", "gemma2", "gpt-oss", "mistral3", "starcoder2", "granite")
 
 
 def write(arch: str, path: Path, spec: TinySpec = TinySpec("llama")) -> Path:
@@ -77,6 +98,18 @@ def write(arch: str, path: Path, spec: TinySpec = TinySpec("llama")) -> Path:
         w.add_sliding_window(spec.n_swa)
         w.add_float32(f"{arch}.attn_logit_softcapping", 50.0)
         w.add_float32(f"{arch}.final_logit_softcapping", 30.0)
+    if arch == "gpt-oss":
+        w.add_sliding_window(spec.n_swa)
+        w.add_expert_count(spec.n_expert)
+        w.add_expert_used_count(spec.n_expert_used)
+        w.add_expert_feed_forward_length(spec.n_ff)
+    if arch == "starcoder2":
+        w.add_float32(f"{arch}.attention.layer_norm_epsilon", 1e-5)
+    if arch == "granite":  # muP-style scales
+        w.add_float32(f"{arch}.logit_scale", 2.0)
+        w.add_float32(f"{arch}.residual_scale", 0.5)
+        w.add_float32(f"{arch}.embedding_scale", 3.0)
+        w.add_float32(f"{arch}.attention.scale", 0.3)
     tinymodels._add_vocab(w, spec.n_vocab)
     for name, arr in tensors(arch, spec).items():
         w.add_tensor(name, arr)

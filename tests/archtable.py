@@ -25,6 +25,10 @@ NOTES = {
     "qwen2moe": "MoE with a sigmoid-gated shared expert",
     "smollm3": "no RoPE on every fourth layer (follows the evaluated layer)",
     "gemma2": "attention and final-logit soft-capping, alternating sliding window",
+    "gpt-oss": "attention sinks, biased experts (softmax over the chosen), alternating sliding window",
+    "mistral3": "llama layout with YaRN / attention-temperature options",
+    "starcoder2": "LayerNorm with biases, GELU MLP without a gate",
+    "granite": "muP scales on embeddings, residuals, attention and logits",
 }
 REFUSED = {
     "mamba": ("recurrent state, no attention K/V: `set_loop` raises naming the architecture; a "
