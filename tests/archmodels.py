@@ -72,19 +72,46 @@ def tensors(arch: str, spec: TinySpec) -> dict[str, np.ndarray]:
             for n, size in (("attn_norm.bias", E), ("attn_output.bias", E), ("ffn_norm.bias", E),
                             ("ffn_up.bias", F), ("ffn_down.bias", E)):
                 t[p + n] = bias(size)
-    if arch == "gemma2":
+        elif arch == "internlm2":  # fused QKV only
+            t[p + "attn_qkv.weight"] = np.concatenate([t.pop(p + n) for n in ("attn_q.weight", "attn_k.weight", "attn_v.weight")])
+        elif arch == "seed_oss":  # the norm before the FFN is called post_attention_norm
+            t[p + "post_attention_norm.weight"] = t.pop(p + "ffn_norm.weight")
+        elif arch == "arcee":  # ReLU-squared MLP without a gate
+            del t[p + "ffn_gate.weight"]
+        elif arch == "olmoe":  # row-wide Q/K norms, routed experts only
+            for n in ("ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"):
+                del t[p + n]
+            t[p + "attn_q_norm.weight"] = norm(H * D)
+            t[p + "attn_k_norm.weight"] = norm(KV * D)
+            t[p + "ffn_gate_inp.weight"] = mat(X, E, 3.0)
+            for n, (o, i) in (("gate", (F, E)), ("up", (F, E)), ("down", (E, F))):
+                t[p + f"ffn_{n}_exps.weight"] = np.stack([mat(o, i) for _ in range(X)])
+        elif arch == "orion":  # LayerNorm with biases
+            t[p + "attn_norm.bias"] = bias(E)
+            t[p + "ffn_norm.bias"] = bias(E)
+        elif arch == "cohere2":  # attention and FFN in parallel off one LayerNorm
+            del t[p + "ffn_norm.weight"]
+        elif arch == "glm4":  # post-norms, fused gate+up
+            t[p + "post_attention_norm.weight"] = norm(E)
+            t[p + "post_ffw_norm.weight"] = norm(E)
+            t[p + "ffn_up.weight"] = np.concatenate([t.pop(p + "ffn_gate.weight"), t[p + "ffn_up.weight"]])
+    if arch in ("gemma2", "cohere2"):
         del t["output.weight"]  # tied to the embeddings
-    if arch == "starcoder2":
+    if arch in ("starcoder2", "orion"):
         t["output_norm.bias"] = bias(E)
     return t
 
 
-ARCHS = ("phi3", "olmo2", "qwen2moe", "smollm3", "gemma2", "gpt-oss", "mistral3", "starcoder2", "granite")
+ARCHS = ("phi3", "olmo2", "qwen2moe", "smollm3", "gemma2", "gpt-oss", "mistral3", "starcoder2", "granite",
+         "exaone", "xverse", "internlm2", "seed_oss", "arcee", "olmoe", "orion", "cohere2", "glm4")
+# Shapes some loaders insist on: olmoe's K norm spans n_embd, so K/V heads = Q heads.
+SPECS = {"olmoe": TinySpec("llama", n_head_kv=4)}
 
 
-def write(arch: str, path: Path, spec: TinySpec = TinySpec("llama")) -> Path:
+def write(arch: str, path: Path, spec: TinySpec | None = None) -> Path:
     import gguf
 
+    spec = spec or SPECS.get(arch, TinySpec("llama"))
     w = gguf.GGUFWriter(str(path), arch)
     w.add_name("tiny")  # not the architecture: llama.cpp keys vocabulary quirks on "phi3" in the name
     tinymodels.add_shape(w, spec)
@@ -103,8 +130,15 @@ def write(arch: str, path: Path, spec: TinySpec = TinySpec("llama")) -> Path:
         w.add_expert_count(spec.n_expert)
         w.add_expert_used_count(spec.n_expert_used)
         w.add_expert_feed_forward_length(spec.n_ff)
-    if arch == "starcoder2":
+    if arch in ("starcoder2", "orion", "cohere2"):
         w.add_float32(f"{arch}.attention.layer_norm_epsilon", 1e-5)
+    if arch == "olmoe":
+        w.add_expert_count(spec.n_expert)
+        w.add_expert_used_count(spec.n_expert_used)
+        w.add_expert_feed_forward_length(spec.n_ff)
+    if arch == "cohere2":
+        w.add_sliding_window(spec.n_swa)
+        w.add_float32(f"{arch}.logit_scale", 0.5)
     if arch == "granite":  # muP-style scales
         w.add_float32(f"{arch}.logit_scale", 2.0)
         w.add_float32(f"{arch}.residual_scale", 0.5)

@@ -29,6 +29,15 @@ NOTES = {
     "mistral3": "llama layout with YaRN / attention-temperature options",
     "starcoder2": "LayerNorm with biases, GELU MLP without a gate",
     "granite": "muP scales on embeddings, residuals, attention and logits",
+    "exaone": "llama layout",
+    "xverse": "llama layout",
+    "internlm2": "fused QKV",
+    "seed_oss": "the FFN's norm is named post_attention_norm",
+    "arcee": "ReLU-squared MLP without a gate",
+    "olmoe": "MoE with row-wide Q/K norms",
+    "orion": "LayerNorm with biases",
+    "cohere2": "attention and FFN in parallel, sliding window on 3 of 4 layers, logit scale",
+    "glm4": "post-norms, fused gate+up",
 }
 REFUSED = {
     "mamba": ("recurrent state, no attention K/V: `set_loop` raises naming the architecture; a "
