@@ -95,17 +95,51 @@ def tensors(arch: str, spec: TinySpec) -> dict[str, np.ndarray]:
             t[p + "post_attention_norm.weight"] = norm(E)
             t[p + "post_ffw_norm.weight"] = norm(E)
             t[p + "ffn_up.weight"] = np.concatenate([t.pop(p + "ffn_gate.weight"), t[p + "ffn_up.weight"]])
+        elif arch in ("gpt2", "starcoder", "bloom", "phi2", "codeshell", "nemotron"):  # LayerNorm + biases
+            del t[p + "ffn_gate.weight"]
+            fused = arch in ("gpt2", "starcoder", "bloom")
+            if fused:
+                t[p + "attn_qkv.weight"] = np.concatenate([t.pop(p + n) for n in ("attn_q.weight", "attn_k.weight", "attn_v.weight")])
+                t[p + "attn_qkv.bias"] = bias(H * D + 2 * KV * D)
+            if arch == "phi2":  # attention and MLP in parallel off one norm
+                del t[p + "ffn_norm.weight"]
+            else:
+                t[p + "ffn_norm.bias"] = bias(E)
+            for n, size in (("attn_norm.bias", E), ("attn_output.bias", E), ("ffn_up.bias", F), ("ffn_down.bias", E)):
+                t[p + n] = bias(size)
+        elif arch == "stablelm":
+            t[p + "attn_norm.bias"] = bias(E)
+            t[p + "ffn_norm.bias"] = bias(E)
+        elif arch == "qwen":  # fused QKV with bias, an MLP of n_ff / 2
+            t[p + "attn_qkv.weight"] = np.concatenate([t.pop(p + n) for n in ("attn_q.weight", "attn_k.weight", "attn_v.weight")])
+            t[p + "attn_qkv.bias"] = bias(3 * H * D)
+            t[p + "ffn_gate.weight"], t[p + "ffn_up.weight"] = mat(F // 2, E), mat(F // 2, E)
+            t[p + "ffn_down.weight"] = mat(E, F // 2)
+        elif arch == "llama4" and (il + 1) % 2 == 0:  # every other layer MoE with a shared expert
+            for n in ("ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"):
+                del t[p + n]
+            t[p + "ffn_gate_inp.weight"] = mat(X, E, 3.0)
+            for n, (o, i) in (("gate", (F, E)), ("up", (F, E)), ("down", (E, F))):
+                t[p + f"ffn_{n}_exps.weight"] = np.stack([mat(o, i) for _ in range(X)])
+                t[p + f"ffn_{n}_shexp.weight"] = mat(o, i)
+    if arch in ("gpt2", "starcoder"):
+        t["position_embd.weight"] = (0.5 * rng.standard_normal((spec.n_ctx, E))).astype(np.float32)
+    if arch == "bloom":
+        t["token_embd_norm.weight"], t["token_embd_norm.bias"] = norm(E), bias(E)
+    if arch == "phi2":
+        t["output.bias"] = bias(spec.n_vocab)
     if arch in ("gemma2", "cohere2"):
         del t["output.weight"]  # tied to the embeddings
-    if arch in ("starcoder2", "orion"):
+    if arch in ("starcoder2", "orion", "gpt2", "starcoder", "bloom", "phi2", "codeshell", "nemotron", "stablelm"):
         t["output_norm.bias"] = bias(E)
     return t
 
 
 ARCHS = ("phi3", "olmo2", "qwen2moe", "smollm3", "gemma2", "gpt-oss", "mistral3", "starcoder2", "granite",
-         "exaone", "xverse", "internlm2", "seed_oss", "arcee", "olmoe", "orion", "cohere2", "glm4")
+         "exaone", "xverse", "internlm2", "seed_oss", "arcee", "olmoe", "orion", "cohere2", "glm4",
+         "gpt2", "starcoder", "bloom", "phi2", "codeshell", "nemotron", "stablelm", "qwen", "llama4")
 # Shapes some loaders insist on: olmoe's K norm spans n_embd, so K/V heads = Q heads.
-SPECS = {"olmoe": TinySpec("llama", n_head_kv=4)}
+SPECS = {"olmoe": TinySpec("llama", n_head_kv=4), "qwen": TinySpec("llama", n_head_kv=4)}
 
 
 def write(arch: str, path: Path, spec: TinySpec | None = None) -> Path:
@@ -130,8 +164,14 @@ def write(arch: str, path: Path, spec: TinySpec | None = None) -> Path:
         w.add_expert_count(spec.n_expert)
         w.add_expert_used_count(spec.n_expert_used)
         w.add_expert_feed_forward_length(spec.n_ff)
-    if arch in ("starcoder2", "orion", "cohere2"):
+    if arch in ("starcoder2", "orion", "cohere2", "gpt2", "starcoder", "bloom", "phi2", "codeshell", "nemotron",
+                "stablelm"):
         w.add_float32(f"{arch}.attention.layer_norm_epsilon", 1e-5)
+    if arch == "llama4":
+        w.add_expert_count(spec.n_expert)
+        w.add_expert_used_count(1)
+        w.add_expert_feed_forward_length(spec.n_ff)
+        w.add_uint32(f"{arch}.interleave_moe_layer_step", 2)
     if arch == "olmoe":
         w.add_expert_count(spec.n_expert)
         w.add_expert_used_count(spec.n_expert_used)
