@@ -548,6 +548,23 @@ bool llama_loop_arch_supported(const llama_model * model) {
     return g_capable.emplace(key, false).first->second; // not marked by the probe: its builder has no hook
 }
 
+// Why an architecture's builder has no loop hook, in the terms a user can act on.
+static std::string unsupported_reason(const llama_model & model) {
+    if (llama_model_is_hybrid(&model)) {
+        return "it mixes attention with recurrent layers, whose state the loop cannot re-read like a K/V cache";
+    }
+    if (llama_model_is_recurrent(&model)) {
+        return "it is recurrent: its state is not a K/V cache the loop can re-read";
+    }
+    if (llama_model_has_encoder(&model) || !model.hparams.causal_attn) {
+        return "it is an encoder (non-causal attention), which loopcpp does not loop";
+    }
+    if (llama_model_is_diffusion(&model)) {
+        return "it is a diffusion model, which loopcpp does not loop";
+    }
+    return "its graph builder is not converted to build_layer_stack yet (docs/architectures.md lists those that are)";
+}
+
 int32_t llama_loop_validate(const llama_model * model, const llama_loop_params * params) {
     if (!model || !params) {
         return fail(LLAMA_LOOP_ERR_INVALID, "model and params must not be NULL");
@@ -560,8 +577,7 @@ int32_t llama_loop_validate(const llama_model * model, const llama_loop_params *
     }
     if (!llama_loop_arch_supported(model)) {
         return fail(LLAMA_LOOP_ERR_UNSUPPORTED, std::string("architecture '") + llm_arch_name(model->arch) +
-                    "' cannot loop: its graph builder does not go through build_layer_stack "
-                    "(recurrent and encoder models, and builders not converted yet)");
+                    "' cannot loop: " + unsupported_reason(*model));
     }
     const int32_t n = n_layer_of(*model);
     if (params->start >= 0 && params->end >= n) {

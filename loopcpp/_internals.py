@@ -104,6 +104,12 @@ class ModelHandle(_Owner):
     def is_eog(self, token: int) -> bool: return bool(lib.llama_vocab_is_eog(self.vocab, token))
     def loop_supported(self) -> bool: return bool(lib.llama_loop_arch_supported(self.ptr))
 
+    def loop_refusal(self) -> str:
+        """Why a loop is refused for this model ("" if it can loop), in llama_loop_validate's words."""
+        params = lib.llama_loop_default_params(self.ptr)
+        params.n_steps = 2
+        return "" if lib.llama_loop_validate(self.ptr, ffi.new("struct llama_loop_params *", params)) == 0 else last_loop_error()
+
     def desc(self) -> str:
         buf = ffi.new("char[]", 256)
         lib.llama_model_desc(self.ptr, buf, 256)

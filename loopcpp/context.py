@@ -123,10 +123,7 @@ class Context:
         """
         cfg = as_loop_config(loop) or LoopConfig.off()
         if cfg.enabled and not self.model.loop_supported:
-            raise LoopConfigError(
-                f"architecture '{self.model.arch}' cannot loop: its llama.cpp graph builder has no loop hook "
-                "(recurrent and encoder models, and builders not converted yet)"
-            )
+            raise LoopConfigError(self.model._h.loop_refusal())
         self._h.loop_set(cfg.to_c())
         if clear:
             self._reset()

@@ -135,9 +135,52 @@ def tensors(arch: str, spec: TinySpec) -> dict[str, np.ndarray]:
     return t
 
 
+def deepseek2_tensors(spec: TinySpec) -> dict[str, np.ndarray]:
+    """MLA attention (low-rank Q and KV, a K-only cache of the compressed KV plus RoPE part),
+    one leading dense layer, then MoE layers with a shared expert."""
+    rng = np.random.default_rng(spec.seed + 2)
+    E, H, F, X, V = spec.n_embd, spec.n_head, spec.n_ff, spec.n_expert, spec.n_vocab
+    QL, KVL, ROPE, NOPE, VH = DS2["q_lora"], DS2["kv_lora"], DS2["rope"], DS2["nope"], DS2["v_head"]
+
+    def mat(*shape, gain=1.0):
+        return (rng.standard_normal(shape) * gain / np.sqrt(shape[-1])).astype(np.float32)
+
+    def norm(n):
+        return (1.0 + 0.2 * rng.standard_normal(n)).astype(np.float32)
+
+    t = {"token_embd.weight": rng.standard_normal((V, E)).astype(np.float32),
+         "output_norm.weight": norm(E), "output.weight": mat(V, E)}
+    for il in range(spec.n_layer):
+        p = f"blk.{il}."
+        t[p + "attn_norm.weight"] = norm(E)
+        t[p + "attn_q_a_norm.weight"] = norm(QL)
+        t[p + "attn_kv_a_norm.weight"] = norm(KVL)
+        t[p + "attn_q_a.weight"] = mat(QL, E)
+        t[p + "attn_q_b.weight"] = mat(H * (NOPE + ROPE), QL, gain=2.0)
+        t[p + "attn_kv_a_mqa.weight"] = mat(KVL + ROPE, E, gain=2.0)
+        t[p + "attn_k_b.weight"] = mat(H, KVL, NOPE)
+        t[p + "attn_v_b.weight"] = mat(H, VH, KVL)
+        t[p + "attn_output.weight"] = mat(E, H * VH)
+        t[p + "ffn_norm.weight"] = norm(E)
+        if il < DS2["dense_lead"]:
+            t[p + "ffn_gate.weight"], t[p + "ffn_up.weight"], t[p + "ffn_down.weight"] = mat(F, E), mat(F, E), mat(E, F)
+        else:
+            t[p + "ffn_gate_inp.weight"] = mat(X, E, gain=3.0)
+            t[p + "ffn_gate_exps.weight"] = mat(X, F, E)
+            t[p + "ffn_up_exps.weight"] = mat(X, F, E)
+            t[p + "ffn_down_exps.weight"] = mat(X, E, F)
+            t[p + "ffn_gate_shexp.weight"], t[p + "ffn_up_shexp.weight"] = mat(F, E), mat(F, E)
+            t[p + "ffn_down_shexp.weight"] = mat(E, F)
+    return t
+
+
+DS2 = {"q_lora": 32, "kv_lora": 32, "rope": 8, "nope": 16, "v_head": 16, "dense_lead": 1}
+
+
 ARCHS = ("phi3", "olmo2", "qwen2moe", "smollm3", "gemma2", "gpt-oss", "mistral3", "starcoder2", "granite",
          "exaone", "xverse", "internlm2", "seed_oss", "arcee", "olmoe", "orion", "cohere2", "glm4",
-         "gpt2", "starcoder", "bloom", "phi2", "codeshell", "nemotron", "stablelm", "qwen", "llama4")
+         "gpt2", "starcoder", "bloom", "phi2", "codeshell", "nemotron", "stablelm", "qwen", "llama4",
+         "deepseek2")
 # Shapes some loaders insist on: olmoe's K norm spans n_embd, so K/V heads = Q heads.
 SPECS = {"olmoe": TinySpec("llama", n_head_kv=4), "qwen": TinySpec("llama", n_head_kv=4)}
 
@@ -146,9 +189,13 @@ def write(arch: str, path: Path, spec: TinySpec | None = None) -> Path:
     import gguf
 
     spec = spec or SPECS.get(arch, TinySpec("llama"))
+    mla = {}
+    if arch == "deepseek2":  # MLA: one K/V head: the compressed KV plus the RoPE part (K), the compressed KV (V)
+        spec = TinySpec("llama", n_head_kv=1)
+        mla = dict(key_length=DS2["kv_lora"] + DS2["rope"], value_length=DS2["kv_lora"], rope_dims=DS2["rope"])
     w = gguf.GGUFWriter(str(path), arch)
     w.add_name("tiny")  # not the architecture: llama.cpp keys vocabulary quirks on "phi3" in the name
-    tinymodels.add_shape(w, spec)
+    tinymodels.add_shape(w, spec, **mla)
     w.add_feed_forward_length(spec.n_ff)
     if arch == "qwen2moe":
         w.add_expert_count(spec.n_expert)
@@ -167,6 +214,17 @@ def write(arch: str, path: Path, spec: TinySpec | None = None) -> Path:
     if arch in ("starcoder2", "orion", "cohere2", "gpt2", "starcoder", "bloom", "phi2", "codeshell", "nemotron",
                 "stablelm"):
         w.add_float32(f"{arch}.attention.layer_norm_epsilon", 1e-5)
+    if arch == "deepseek2":
+        w.add_uint32(f"{arch}.attention.q_lora_rank", DS2["q_lora"])
+        w.add_uint32(f"{arch}.attention.kv_lora_rank", DS2["kv_lora"])
+        w.add_uint32(f"{arch}.attention.key_length_mla", DS2["nope"] + DS2["rope"])
+        w.add_uint32(f"{arch}.attention.value_length_mla", DS2["v_head"])
+        w.add_uint32(f"{arch}.leading_dense_block_count", DS2["dense_lead"])
+        w.add_expert_count(spec.n_expert)
+        w.add_expert_used_count(spec.n_expert_used)
+        w.add_expert_feed_forward_length(spec.n_ff)
+        w.add_uint32(f"{arch}.expert_shared_count", 1)
+        w.add_float32(f"{arch}.expert_weights_scale", 1.0)
     if arch == "llama4":
         w.add_expert_count(spec.n_expert)
         w.add_expert_used_count(1)
@@ -185,7 +243,7 @@ def write(arch: str, path: Path, spec: TinySpec | None = None) -> Path:
         w.add_float32(f"{arch}.embedding_scale", 3.0)
         w.add_float32(f"{arch}.attention.scale", 0.3)
     tinymodels._add_vocab(w, spec.n_vocab)
-    for name, arr in tensors(arch, spec).items():
+    for name, arr in (deepseek2_tensors(spec) if arch == "deepseek2" else tensors(arch, spec)).items():
         w.add_tensor(name, arr)
     w.write_header_to_file()
     w.write_kv_data_to_file()

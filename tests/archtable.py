@@ -46,6 +46,8 @@ NOTES = {
     "nemotron": "LayerNorm (1 + weight) with biases, ungated MLP",
     "stablelm": "LayerNorm with biases",
     "qwen": "fused QKV with bias, MLP of n_ff / 2",
+    "deepseek2": "MLA (a K-only cache of the compressed KV), a dense first layer, MoE with a shared expert "
+                 "(Moonlight, DeepSeek-V2/V3)",
     "llama4": "MoE every other layer with a shared expert, chunked attention, no RoPE on every fourth layer",
 }
 REFUSED = {

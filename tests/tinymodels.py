@@ -106,8 +106,10 @@ def tensors(spec: TinySpec) -> dict[str, np.ndarray]:
     return t
 
 
-def add_shape(w, spec: TinySpec) -> None:
-    """The hyperparameters every tiny model shares: sizes, heads, RoPE, norm epsilon, F32 file."""
+def add_shape(w, spec: TinySpec, key_length: int | None = None, value_length: int | None = None,
+              rope_dims: int | None = None) -> None:
+    """The hyperparameters every tiny model shares: sizes, heads, RoPE, norm epsilon, F32 file
+    (key, value and RoPE widths default to the head size)."""
     import gguf
 
     w.add_context_length(spec.n_ctx)
@@ -115,9 +117,9 @@ def add_shape(w, spec: TinySpec) -> None:
     w.add_block_count(spec.n_layer)
     w.add_head_count(spec.n_head)
     w.add_head_count_kv(spec.n_head_kv)
-    w.add_key_length(spec.head_dim)
-    w.add_value_length(spec.head_dim)
-    w.add_rope_dimension_count(spec.head_dim)
+    w.add_key_length(key_length or spec.head_dim)
+    w.add_value_length(value_length or spec.head_dim)
+    w.add_rope_dimension_count(rope_dims or spec.head_dim)
     w.add_rope_freq_base(spec.rope_base)
     w.add_layer_norm_rms_eps(spec.eps)
     w.add_file_type(gguf.LlamaFileType.ALL_F32)
