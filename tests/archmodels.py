@@ -122,15 +122,56 @@ def tensors(arch: str, spec: TinySpec) -> dict[str, np.ndarray]:
             for n, (o, i) in (("gate", (F, E)), ("up", (F, E)), ("down", (E, F))):
                 t[p + f"ffn_{n}_exps.weight"] = np.stack([mat(o, i) for _ in range(X)])
                 t[p + f"ffn_{n}_shexp.weight"] = mat(o, i)
+        elif arch == "command-r":  # attention and FFN in parallel off one LayerNorm
+            del t[p + "ffn_norm.weight"]
+        elif arch == "olmo":  # LayerNorm without parameters
+            del t[p + "attn_norm.weight"], t[p + "ffn_norm.weight"]
+        elif arch in ("falcon", "mpt", "jais"):  # fused QKV
+            t[p + "attn_qkv.weight"] = np.concatenate([t.pop(p + n) for n in ("attn_q.weight", "attn_k.weight", "attn_v.weight")])
+            if arch != "jais":
+                del t[p + "ffn_gate.weight"]
+            if arch == "falcon":  # attention and MLP in parallel off one LayerNorm
+                del t[p + "ffn_norm.weight"]
+                t[p + "attn_norm.bias"] = bias(E)
+            if arch == "jais":
+                t[p + "attn_qkv.bias"] = bias(H * D + 2 * KV * D)
+                for n, size in (("attn_norm.bias", E), ("attn_output.bias", E), ("ffn_norm.bias", E),
+                                ("ffn_gate.bias", F), ("ffn_up.bias", F), ("ffn_down.bias", E)):
+                    t[p + n] = bias(size)
+        elif arch in ("deepseek", "bailingmoe", "dots1") and not (arch != "bailingmoe" and il == 0):
+            # routed experts with a shared expert (deepseek, dots1: a dense first layer)
+            for n in ("ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"):
+                del t[p + n]
+            t[p + "ffn_gate_inp.weight"] = mat(X, E, 3.0)
+            for n, (o, i) in (("gate", (F, E)), ("up", (F, E)), ("down", (E, F))):
+                t[p + f"ffn_{n}_exps.weight"] = np.stack([mat(o, i) for _ in range(X)])
+                t[p + f"ffn_{n}_shexp.weight"] = mat(o, i)
+        elif arch in ("dbrx", "grok"):  # a norm after attention, routed experts
+            for n in ("ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"):
+                del t[p + n]
+            if arch == "dbrx":
+                del t[p + "ffn_norm.weight"]
+                t[p + "attn_qkv.weight"] = np.concatenate([t.pop(p + n) for n in ("attn_q.weight", "attn_k.weight", "attn_v.weight")])
+            else:
+                t[p + "post_ffw_norm.weight"] = norm(E)
+            t[p + "attn_output_norm.weight"] = norm(E)
+            t[p + "ffn_gate_inp.weight"] = mat(X, E, 3.0)
+            for n, (o, i) in (("gate", (F, E)), ("up", (F, E)), ("down", (E, F))):
+                t[p + f"ffn_{n}_exps.weight"] = np.stack([mat(o, i) for _ in range(X)])
+        if arch == "dots1":
+            t[p + "attn_q_norm.weight"], t[p + "attn_k_norm.weight"] = norm(D), norm(D)
     if arch in ("gpt2", "starcoder"):
         t["position_embd.weight"] = (0.5 * rng.standard_normal((spec.n_ctx, E))).astype(np.float32)
     if arch == "bloom":
         t["token_embd_norm.weight"], t["token_embd_norm.bias"] = norm(E), bias(E)
     if arch == "phi2":
         t["output.bias"] = bias(spec.n_vocab)
-    if arch in ("gemma2", "cohere2"):
+    if arch in ("gemma2", "cohere2", "gemma", "command-r"):
         del t["output.weight"]  # tied to the embeddings
-    if arch in ("starcoder2", "orion", "gpt2", "starcoder", "bloom", "phi2", "codeshell", "nemotron", "stablelm"):
+    if arch == "olmo":
+        del t["output_norm.weight"]
+    if arch in ("starcoder2", "orion", "gpt2", "starcoder", "bloom", "phi2", "codeshell", "nemotron", "stablelm",
+                "falcon", "jais"):
         t["output_norm.bias"] = bias(E)
     return t
 
@@ -180,9 +221,12 @@ DS2 = {"q_lora": 32, "kv_lora": 32, "rope": 8, "nope": 16, "v_head": 16, "dense_
 ARCHS = ("phi3", "olmo2", "qwen2moe", "smollm3", "gemma2", "gpt-oss", "mistral3", "starcoder2", "granite",
          "exaone", "xverse", "internlm2", "seed_oss", "arcee", "olmoe", "orion", "cohere2", "glm4",
          "gpt2", "starcoder", "bloom", "phi2", "codeshell", "nemotron", "stablelm", "qwen", "llama4",
-         "deepseek2")
+         "deepseek2", "gemma", "command-r", "olmo", "falcon", "mpt", "jais", "refact", "deepseek", "bailingmoe",
+         "dots1", "dbrx", "grok")
+LAYERNORM = ("starcoder2", "orion", "cohere2", "gpt2", "starcoder", "bloom", "phi2", "codeshell", "nemotron",
+             "stablelm", "command-r", "olmo", "falcon", "mpt", "jais", "dbrx")
 # Shapes some loaders insist on: olmoe's K norm spans n_embd, so K/V heads = Q heads.
-SPECS = {"olmoe": TinySpec("llama", n_head_kv=4), "qwen": TinySpec("llama", n_head_kv=4)}
+SPECS = {a: TinySpec("llama", n_head_kv=4) for a in ("olmoe", "qwen", "dots1")}
 
 
 def write(arch: str, path: Path, spec: TinySpec | None = None) -> Path:
@@ -211,9 +255,21 @@ def write(arch: str, path: Path, spec: TinySpec | None = None) -> Path:
         w.add_expert_count(spec.n_expert)
         w.add_expert_used_count(spec.n_expert_used)
         w.add_expert_feed_forward_length(spec.n_ff)
-    if arch in ("starcoder2", "orion", "cohere2", "gpt2", "starcoder", "bloom", "phi2", "codeshell", "nemotron",
-                "stablelm"):
+    if arch in LAYERNORM:
         w.add_float32(f"{arch}.attention.layer_norm_epsilon", 1e-5)
+    if arch == "dbrx":
+        w.add_float32(f"{arch}.attention.clamp_kqv", 8.0)
+    if arch in ("deepseek", "bailingmoe", "dots1", "dbrx", "grok"):
+        w.add_expert_count(spec.n_expert)
+        w.add_expert_used_count(spec.n_expert_used)
+        w.add_expert_feed_forward_length(spec.n_ff)
+    if arch in ("deepseek", "bailingmoe", "dots1"):
+        w.add_uint32(f"{arch}.expert_shared_count", 1)
+        w.add_float32(f"{arch}.expert_weights_scale", 1.0)
+    if arch in ("deepseek", "dots1"):
+        w.add_uint32(f"{arch}.leading_dense_block_count", 1)
+    if arch == "dots1":
+        w.add_uint32(f"{arch}.expert_gating_func", 2)  # sigmoid
     if arch == "deepseek2":
         w.add_uint32(f"{arch}.attention.q_lora_rank", DS2["q_lora"])
         w.add_uint32(f"{arch}.attention.kv_lora_rank", DS2["kv_lora"])

@@ -48,6 +48,18 @@ NOTES = {
     "qwen": "fused QKV with bias, MLP of n_ff / 2",
     "deepseek2": "MLA (a K-only cache of the compressed KV), a dense first layer, MoE with a shared expert "
                  "(Moonlight, DeepSeek-V2/V3)",
+    "gemma": "Gemma 1: embeddings scaled, tied output",
+    "command-r": "attention and FFN in parallel off one LayerNorm, tied output",
+    "olmo": "LayerNorm without parameters",
+    "falcon": "fused QKV, attention and MLP in parallel",
+    "mpt": "ALiBi, fused QKV",
+    "jais": "ALiBi, LayerNorm and MLP with biases",
+    "refact": "ALiBi",
+    "deepseek": "a dense first layer, then MoE with a shared expert",
+    "bailingmoe": "MoE with a shared expert on every layer",
+    "dots1": "Q/K norms, sigmoid routing, a dense first layer, MoE with a shared expert",
+    "dbrx": "fused QKV with clamping, a norm after attention, MoE",
+    "grok": "norms after attention and FFN, MoE with logit soft-capping",
     "llama4": "MoE every other layer with a shared expert, chunked attention, no RoPE on every fourth layer",
 }
 REFUSED = {
