@@ -12,167 +12,154 @@ import tinymodels
 from tinymodels import TinySpec
 
 
+SWIGLU = ("ffn_gate.weight", "ffn_up.weight", "ffn_down.weight")
+
+
+class _Weights:
+    """The llama-layout tiny weights, edited per architecture: drop, fuse and add tensors."""
+
+    def __init__(self, spec: TinySpec) -> None:
+        self.spec = spec
+        self.t = tinymodels.tensors(TinySpec("llama", **{k: getattr(spec, k) for k in (
+            "n_layer", "n_embd", "n_head", "n_head_kv", "head_dim", "n_ff", "n_vocab", "seed")}))
+        self.rng = np.random.default_rng(spec.seed + 1)
+
+    def mat(self, out_dim, in_dim, gain=1.0):
+        return (self.rng.standard_normal((out_dim, in_dim)) * gain / np.sqrt(in_dim)).astype(np.float32)
+
+    def norm(self, n):
+        return (1.0 + 0.2 * self.rng.standard_normal(n)).astype(np.float32)
+
+    def bias(self, n):
+        return (0.3 * self.rng.standard_normal(n)).astype(np.float32)
+
+    def drop(self, p, *names):
+        for n in names:
+            del self.t[p + n]
+
+    def biases(self, p, **sizes):  # biases(p, attn_norm=E) adds blk.N.attn_norm.bias
+        for n, size in sizes.items():
+            self.t[p + n + ".bias"] = self.bias(size)
+
+    def norms(self, p, **sizes):
+        for n, size in sizes.items():
+            self.t[p + n + ".weight"] = self.norm(size)
+
+    def fuse_qkv(self, p, bias=False):
+        qkv = [self.t.pop(p + f"attn_{x}.weight") for x in "qkv"]
+        self.t[p + "attn_qkv.weight"] = np.concatenate(qkv)
+        if bias:
+            self.t[p + "attn_qkv.bias"] = self.bias(sum(len(m) for m in qkv))
+
+    def fuse_gate_up(self, p):
+        self.t[p + "ffn_up.weight"] = np.concatenate([self.t.pop(p + "ffn_gate.weight"), self.t[p + "ffn_up.weight"]])
+
+    def experts(self, p, shared=False, biased=False):
+        """Routed experts (and a shared one) in place of the dense SwiGLU FFN."""
+        s = self.spec
+        E, F, X = s.n_embd, s.n_ff, s.n_expert
+        self.drop(p, *SWIGLU)
+        self.t[p + "ffn_gate_inp.weight"] = self.mat(X, E, 3.0)
+        if biased:
+            self.t[p + "ffn_gate_inp.bias"] = self.bias(X)
+        for n, (o, i) in (("gate", (F, E)), ("up", (F, E)), ("down", (E, F))):
+            self.t[p + f"ffn_{n}_exps.weight"] = np.stack([self.mat(o, i) for _ in range(X)])
+            if biased:
+                self.t[p + f"ffn_{n}_exps.bias"] = np.stack([self.bias(o) for _ in range(X)])
+            if shared:
+                self.t[p + f"ffn_{n}_shexp.weight"] = self.mat(o, i)
+
+
 def tensors(arch: str, spec: TinySpec) -> dict[str, np.ndarray]:
-    base = tinymodels.tensors(TinySpec("llama", **{k: getattr(spec, k) for k in ("n_layer", "n_embd", "n_head",
-                                       "n_head_kv", "head_dim", "n_ff", "n_vocab", "seed")}))
-    rng = np.random.default_rng(spec.seed + 1)
-    E, H, KV, D, F, X = spec.n_embd, spec.n_head, spec.n_head_kv, spec.head_dim, spec.n_ff, spec.n_expert
-
-    def mat(out_dim, in_dim, gain=1.0):
-        return (rng.standard_normal((out_dim, in_dim)) * gain / np.sqrt(in_dim)).astype(np.float32)
-
-    def norm(n):
-        return (1.0 + 0.2 * rng.standard_normal(n)).astype(np.float32)
-
-    def bias(n):
-        return (0.3 * rng.standard_normal(n)).astype(np.float32)
-
-    t = dict(base)
+    w = _Weights(spec)
+    E, H, KV, D, F = spec.n_embd, spec.n_head, spec.n_head_kv, spec.head_dim, spec.n_ff
     for il in range(spec.n_layer):
         p = f"blk.{il}."
         if arch == "phi3":  # fused QKV and fused gate+up
-            t[p + "attn_qkv.weight"] = np.concatenate([t.pop(p + n) for n in ("attn_q.weight", "attn_k.weight", "attn_v.weight")])
-            t[p + "ffn_up.weight"] = np.concatenate([t.pop(p + "ffn_gate.weight"), t[p + "ffn_up.weight"]])
+            w.fuse_qkv(p)
+            w.fuse_gate_up(p)
         elif arch == "olmo2":  # norms after attention and FFN only, Q/K norms over whole rows
-            del t[p + "attn_norm.weight"], t[p + "ffn_norm.weight"]
-            t[p + "attn_q_norm.weight"] = norm(H * D)
-            t[p + "attn_k_norm.weight"] = norm(KV * D)
-            t[p + "post_attention_norm.weight"] = norm(E)
-            t[p + "post_ffw_norm.weight"] = norm(E)
+            w.drop(p, "attn_norm.weight", "ffn_norm.weight")
+            w.norms(p, attn_q_norm=H * D, attn_k_norm=KV * D, post_attention_norm=E, post_ffw_norm=E)
         elif arch == "gemma2":
-            t[p + "post_attention_norm.weight"] = norm(E)
-            t[p + "post_ffw_norm.weight"] = norm(E)
-        elif arch == "qwen2moe":  # routed experts plus a sigmoid-gated shared expert
-            for n in ("ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"):
-                del t[p + n]
-            t[p + "attn_q.bias"] = (0.5 * rng.standard_normal(H * D)).astype(np.float32)
-            t[p + "attn_k.bias"] = (0.5 * rng.standard_normal(KV * D)).astype(np.float32)
-            t[p + "attn_v.bias"] = (0.5 * rng.standard_normal(KV * D)).astype(np.float32)
-            t[p + "ffn_gate_inp.weight"] = mat(X, E, 3.0)
-            t[p + "ffn_gate_exps.weight"] = np.stack([mat(F, E) for _ in range(X)])
-            t[p + "ffn_up_exps.weight"] = np.stack([mat(F, E) for _ in range(X)])
-            t[p + "ffn_down_exps.weight"] = np.stack([mat(E, F) for _ in range(X)])
-            t[p + "ffn_gate_inp_shexp.weight"] = mat(1, E, 2.0)[0]
-            t[p + "ffn_gate_shexp.weight"] = mat(F, E)
-            t[p + "ffn_up_shexp.weight"] = mat(F, E)
-            t[p + "ffn_down_shexp.weight"] = mat(E, F)
-        elif arch == "gpt-oss":  # attention sinks, biases everywhere, biased routed experts, no dense FFN
-            for n in ("ffn_gate.weight", "ffn_up.weight", "ffn_down.weight", "ffn_norm.weight"):
-                del t[p + n]
-            t[p + "post_attention_norm.weight"] = norm(E)
-            t[p + "attn_output.bias"] = bias(E)
-            t[p + "attn_sinks.weight"] = bias(H)
-            t[p + "ffn_gate_inp.weight"] = mat(X, E, 3.0)
-            t[p + "ffn_gate_inp.bias"] = bias(X)
-            for n, (o, i) in (("gate", (F, E)), ("up", (F, E)), ("down", (E, F))):
-                t[p + f"ffn_{n}_exps.weight"] = np.stack([mat(o, i) for _ in range(X)])
-                t[p + f"ffn_{n}_exps.bias"] = np.stack([bias(o) for _ in range(X)])
-        elif arch == "starcoder2":  # LayerNorm with biases, a plain GELU MLP
-            del t[p + "ffn_gate.weight"]
-            for n, size in (("attn_norm.bias", E), ("attn_output.bias", E), ("ffn_norm.bias", E),
-                            ("ffn_up.bias", F), ("ffn_down.bias", E)):
-                t[p + n] = bias(size)
-        elif arch == "internlm2":  # fused QKV only
-            t[p + "attn_qkv.weight"] = np.concatenate([t.pop(p + n) for n in ("attn_q.weight", "attn_k.weight", "attn_v.weight")])
-        elif arch == "seed_oss":  # the norm before the FFN is called post_attention_norm
-            t[p + "post_attention_norm.weight"] = t.pop(p + "ffn_norm.weight")
-        elif arch == "arcee":  # ReLU-squared MLP without a gate
-            del t[p + "ffn_gate.weight"]
-        elif arch == "olmoe":  # row-wide Q/K norms, routed experts only
-            for n in ("ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"):
-                del t[p + n]
-            t[p + "attn_q_norm.weight"] = norm(H * D)
-            t[p + "attn_k_norm.weight"] = norm(KV * D)
-            t[p + "ffn_gate_inp.weight"] = mat(X, E, 3.0)
-            for n, (o, i) in (("gate", (F, E)), ("up", (F, E)), ("down", (E, F))):
-                t[p + f"ffn_{n}_exps.weight"] = np.stack([mat(o, i) for _ in range(X)])
-        elif arch == "orion":  # LayerNorm with biases
-            t[p + "attn_norm.bias"] = bias(E)
-            t[p + "ffn_norm.bias"] = bias(E)
-        elif arch == "cohere2":  # attention and FFN in parallel off one LayerNorm
-            del t[p + "ffn_norm.weight"]
-        elif arch == "glm4":  # post-norms, fused gate+up
-            t[p + "post_attention_norm.weight"] = norm(E)
-            t[p + "post_ffw_norm.weight"] = norm(E)
-            t[p + "ffn_up.weight"] = np.concatenate([t.pop(p + "ffn_gate.weight"), t[p + "ffn_up.weight"]])
-        elif arch in ("gpt2", "starcoder", "bloom", "phi2", "codeshell", "nemotron"):  # LayerNorm + biases
-            del t[p + "ffn_gate.weight"]
-            fused = arch in ("gpt2", "starcoder", "bloom")
-            if fused:
-                t[p + "attn_qkv.weight"] = np.concatenate([t.pop(p + n) for n in ("attn_q.weight", "attn_k.weight", "attn_v.weight")])
-                t[p + "attn_qkv.bias"] = bias(H * D + 2 * KV * D)
+            w.norms(p, post_attention_norm=E, post_ffw_norm=E)
+        elif arch == "qwen2moe":  # Q/K/V biases; routed experts plus a sigmoid-gated shared expert
+            w.biases(p, attn_q=H * D, attn_k=KV * D, attn_v=KV * D)
+            w.experts(p, shared=True)
+            w.t[p + "ffn_gate_inp_shexp.weight"] = w.mat(1, E, 2.0)[0]
+        elif arch == "gpt-oss":  # attention sinks, biased routed experts, no dense FFN
+            w.experts(p, biased=True)
+            w.drop(p, "ffn_norm.weight")
+            w.norms(p, post_attention_norm=E)
+            w.biases(p, attn_output=E)
+            w.t[p + "attn_sinks.weight"] = w.bias(H)
+        elif arch in ("starcoder2", "gpt2", "starcoder", "bloom", "phi2", "codeshell", "nemotron"):
+            w.drop(p, "ffn_gate.weight")  # LayerNorm with biases, an MLP without a gate
+            if arch in ("gpt2", "starcoder", "bloom"):
+                w.fuse_qkv(p, bias=True)
             if arch == "phi2":  # attention and MLP in parallel off one norm
-                del t[p + "ffn_norm.weight"]
+                w.drop(p, "ffn_norm.weight")
             else:
-                t[p + "ffn_norm.bias"] = bias(E)
-            for n, size in (("attn_norm.bias", E), ("attn_output.bias", E), ("ffn_up.bias", F), ("ffn_down.bias", E)):
-                t[p + n] = bias(size)
-        elif arch == "stablelm":
-            t[p + "attn_norm.bias"] = bias(E)
-            t[p + "ffn_norm.bias"] = bias(E)
+                w.biases(p, ffn_norm=E)
+            w.biases(p, attn_norm=E, attn_output=E, ffn_up=F, ffn_down=E)
+        elif arch == "internlm2":
+            w.fuse_qkv(p)
+        elif arch == "seed_oss":  # the norm before the FFN is called post_attention_norm
+            w.t[p + "post_attention_norm.weight"] = w.t.pop(p + "ffn_norm.weight")
+        elif arch == "arcee":  # ReLU-squared MLP without a gate
+            w.drop(p, "ffn_gate.weight")
+        elif arch == "olmoe":  # row-wide Q/K norms, routed experts only
+            w.norms(p, attn_q_norm=H * D, attn_k_norm=KV * D)
+            w.experts(p)
+        elif arch in ("orion", "stablelm"):  # LayerNorm with biases
+            w.biases(p, attn_norm=E, ffn_norm=E)
+        elif arch in ("cohere2", "command-r"):  # attention and FFN in parallel off one LayerNorm
+            w.drop(p, "ffn_norm.weight")
+        elif arch == "glm4":  # post-norms, fused gate+up
+            w.norms(p, post_attention_norm=E, post_ffw_norm=E)
+            w.fuse_gate_up(p)
         elif arch == "qwen":  # fused QKV with bias, an MLP of n_ff / 2
-            t[p + "attn_qkv.weight"] = np.concatenate([t.pop(p + n) for n in ("attn_q.weight", "attn_k.weight", "attn_v.weight")])
-            t[p + "attn_qkv.bias"] = bias(3 * H * D)
-            t[p + "ffn_gate.weight"], t[p + "ffn_up.weight"] = mat(F // 2, E), mat(F // 2, E)
-            t[p + "ffn_down.weight"] = mat(E, F // 2)
+            w.fuse_qkv(p, bias=True)
+            w.t[p + "ffn_gate.weight"], w.t[p + "ffn_up.weight"] = w.mat(F // 2, E), w.mat(F // 2, E)
+            w.t[p + "ffn_down.weight"] = w.mat(E, F // 2)
         elif arch == "llama4" and (il + 1) % 2 == 0:  # every other layer MoE with a shared expert
-            for n in ("ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"):
-                del t[p + n]
-            t[p + "ffn_gate_inp.weight"] = mat(X, E, 3.0)
-            for n, (o, i) in (("gate", (F, E)), ("up", (F, E)), ("down", (E, F))):
-                t[p + f"ffn_{n}_exps.weight"] = np.stack([mat(o, i) for _ in range(X)])
-                t[p + f"ffn_{n}_shexp.weight"] = mat(o, i)
-        elif arch == "command-r":  # attention and FFN in parallel off one LayerNorm
-            del t[p + "ffn_norm.weight"]
+            w.experts(p, shared=True)
         elif arch == "olmo":  # LayerNorm without parameters
-            del t[p + "attn_norm.weight"], t[p + "ffn_norm.weight"]
-        elif arch in ("falcon", "mpt", "jais"):  # fused QKV
-            t[p + "attn_qkv.weight"] = np.concatenate([t.pop(p + n) for n in ("attn_q.weight", "attn_k.weight", "attn_v.weight")])
-            if arch != "jais":
-                del t[p + "ffn_gate.weight"]
+            w.drop(p, "attn_norm.weight", "ffn_norm.weight")
+        elif arch in ("falcon", "mpt"):  # fused QKV, an MLP without a gate
+            w.fuse_qkv(p)
+            w.drop(p, "ffn_gate.weight")
             if arch == "falcon":  # attention and MLP in parallel off one LayerNorm
-                del t[p + "ffn_norm.weight"]
-                t[p + "attn_norm.bias"] = bias(E)
-            if arch == "jais":
-                t[p + "attn_qkv.bias"] = bias(H * D + 2 * KV * D)
-                for n, size in (("attn_norm.bias", E), ("attn_output.bias", E), ("ffn_norm.bias", E),
-                                ("ffn_gate.bias", F), ("ffn_up.bias", F), ("ffn_down.bias", E)):
-                    t[p + n] = bias(size)
-        elif arch in ("deepseek", "bailingmoe", "dots1") and not (arch != "bailingmoe" and il == 0):
-            # routed experts with a shared expert (deepseek, dots1: a dense first layer)
-            for n in ("ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"):
-                del t[p + n]
-            t[p + "ffn_gate_inp.weight"] = mat(X, E, 3.0)
-            for n, (o, i) in (("gate", (F, E)), ("up", (F, E)), ("down", (E, F))):
-                t[p + f"ffn_{n}_exps.weight"] = np.stack([mat(o, i) for _ in range(X)])
-                t[p + f"ffn_{n}_shexp.weight"] = mat(o, i)
+                w.drop(p, "ffn_norm.weight")
+                w.biases(p, attn_norm=E)
+        elif arch == "jais":  # fused QKV, biases everywhere
+            w.fuse_qkv(p, bias=True)
+            w.biases(p, attn_norm=E, attn_output=E, ffn_norm=E, ffn_gate=F, ffn_up=F, ffn_down=E)
+        elif arch == "bailingmoe" or (arch in ("deepseek", "dots1") and il > 0):  # deepseek, dots1: dense layer 0
+            w.experts(p, shared=True)
         elif arch in ("dbrx", "grok"):  # a norm after attention, routed experts
-            for n in ("ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"):
-                del t[p + n]
+            w.experts(p)
+            w.norms(p, attn_output_norm=E)
             if arch == "dbrx":
-                del t[p + "ffn_norm.weight"]
-                t[p + "attn_qkv.weight"] = np.concatenate([t.pop(p + n) for n in ("attn_q.weight", "attn_k.weight", "attn_v.weight")])
+                w.drop(p, "ffn_norm.weight")
+                w.fuse_qkv(p)
             else:
-                t[p + "post_ffw_norm.weight"] = norm(E)
-            t[p + "attn_output_norm.weight"] = norm(E)
-            t[p + "ffn_gate_inp.weight"] = mat(X, E, 3.0)
-            for n, (o, i) in (("gate", (F, E)), ("up", (F, E)), ("down", (E, F))):
-                t[p + f"ffn_{n}_exps.weight"] = np.stack([mat(o, i) for _ in range(X)])
+                w.norms(p, post_ffw_norm=E)
         if arch == "dots1":
-            t[p + "attn_q_norm.weight"], t[p + "attn_k_norm.weight"] = norm(D), norm(D)
+            w.norms(p, attn_q_norm=D, attn_k_norm=D)
+    t = w.t
     if arch in ("gpt2", "starcoder"):
-        t["position_embd.weight"] = (0.5 * rng.standard_normal((spec.n_ctx, E))).astype(np.float32)
+        t["position_embd.weight"] = (0.5 * w.rng.standard_normal((spec.n_ctx, E))).astype(np.float32)
     if arch == "bloom":
-        t["token_embd_norm.weight"], t["token_embd_norm.bias"] = norm(E), bias(E)
+        t["token_embd_norm.weight"], t["token_embd_norm.bias"] = w.norm(E), w.bias(E)
     if arch == "phi2":
-        t["output.bias"] = bias(spec.n_vocab)
+        t["output.bias"] = w.bias(spec.n_vocab)
     if arch in ("gemma2", "cohere2", "gemma", "command-r"):
         del t["output.weight"]  # tied to the embeddings
     if arch == "olmo":
         del t["output_norm.weight"]
-    if arch in ("starcoder2", "orion", "gpt2", "starcoder", "bloom", "phi2", "codeshell", "nemotron", "stablelm",
-                "falcon", "jais"):
-        t["output_norm.bias"] = bias(E)
+    if arch in LAYERNORM and arch not in ("cohere2", "command-r", "olmo", "mpt", "dbrx"):
+        t["output_norm.bias"] = w.bias(E)
     return t
 
 
@@ -223,6 +210,7 @@ ARCHS = ("phi3", "olmo2", "qwen2moe", "smollm3", "gemma2", "gpt-oss", "mistral3"
          "gpt2", "starcoder", "bloom", "phi2", "codeshell", "nemotron", "stablelm", "qwen", "llama4",
          "deepseek2", "gemma", "command-r", "olmo", "falcon", "mpt", "jais", "refact", "deepseek", "bailingmoe",
          "dots1", "dbrx", "grok")
+MOE = ("qwen2moe", "gpt-oss", "olmoe", "llama4", "deepseek2", "deepseek", "bailingmoe", "dots1", "dbrx", "grok")
 LAYERNORM = ("starcoder2", "orion", "cohere2", "gpt2", "starcoder", "bloom", "phi2", "codeshell", "nemotron",
              "stablelm", "command-r", "olmo", "falcon", "mpt", "jais", "dbrx")
 # Shapes some loaders insist on: olmoe's K norm spans n_embd, so K/V heads = Q heads.
@@ -241,33 +229,26 @@ def write(arch: str, path: Path, spec: TinySpec | None = None) -> Path:
     w.add_name("tiny")  # not the architecture: llama.cpp keys vocabulary quirks on "phi3" in the name
     tinymodels.add_shape(w, spec, **mla)
     w.add_feed_forward_length(spec.n_ff)
-    if arch == "qwen2moe":
+    if arch in MOE:
         w.add_expert_count(spec.n_expert)
-        w.add_expert_used_count(spec.n_expert_used)
+        w.add_expert_used_count(1 if arch == "llama4" else spec.n_expert_used)
         w.add_expert_feed_forward_length(spec.n_ff)
-        w.add_uint32(f"{arch}.expert_shared_feed_forward_length", spec.n_ff)
-    if arch == "gemma2":
-        w.add_sliding_window(spec.n_swa)
-        w.add_float32(f"{arch}.attn_logit_softcapping", 50.0)
-        w.add_float32(f"{arch}.final_logit_softcapping", 30.0)
-    if arch == "gpt-oss":
-        w.add_sliding_window(spec.n_swa)
-        w.add_expert_count(spec.n_expert)
-        w.add_expert_used_count(spec.n_expert_used)
-        w.add_expert_feed_forward_length(spec.n_ff)
-    if arch in LAYERNORM:
-        w.add_float32(f"{arch}.attention.layer_norm_epsilon", 1e-5)
-    if arch == "dbrx":
-        w.add_float32(f"{arch}.attention.clamp_kqv", 8.0)
-    if arch in ("deepseek", "bailingmoe", "dots1", "dbrx", "grok"):
-        w.add_expert_count(spec.n_expert)
-        w.add_expert_used_count(spec.n_expert_used)
-        w.add_expert_feed_forward_length(spec.n_ff)
-    if arch in ("deepseek", "bailingmoe", "dots1"):
+    if arch in ("deepseek", "bailingmoe", "dots1", "deepseek2"):
         w.add_uint32(f"{arch}.expert_shared_count", 1)
         w.add_float32(f"{arch}.expert_weights_scale", 1.0)
-    if arch in ("deepseek", "dots1"):
+    if arch in ("deepseek", "dots1", "deepseek2"):
         w.add_uint32(f"{arch}.leading_dense_block_count", 1)
+    if arch in LAYERNORM:
+        w.add_float32(f"{arch}.attention.layer_norm_epsilon", 1e-5)
+    if arch in ("gemma2", "gpt-oss", "cohere2"):
+        w.add_sliding_window(spec.n_swa)
+    if arch == "qwen2moe":
+        w.add_uint32(f"{arch}.expert_shared_feed_forward_length", spec.n_ff)
+    if arch == "gemma2":
+        w.add_float32(f"{arch}.attn_logit_softcapping", 50.0)
+        w.add_float32(f"{arch}.final_logit_softcapping", 30.0)
+    if arch == "dbrx":
+        w.add_float32(f"{arch}.attention.clamp_kqv", 8.0)
     if arch == "dots1":
         w.add_uint32(f"{arch}.expert_gating_func", 2)  # sigmoid
     if arch == "deepseek2":
@@ -275,23 +256,9 @@ def write(arch: str, path: Path, spec: TinySpec | None = None) -> Path:
         w.add_uint32(f"{arch}.attention.kv_lora_rank", DS2["kv_lora"])
         w.add_uint32(f"{arch}.attention.key_length_mla", DS2["nope"] + DS2["rope"])
         w.add_uint32(f"{arch}.attention.value_length_mla", DS2["v_head"])
-        w.add_uint32(f"{arch}.leading_dense_block_count", DS2["dense_lead"])
-        w.add_expert_count(spec.n_expert)
-        w.add_expert_used_count(spec.n_expert_used)
-        w.add_expert_feed_forward_length(spec.n_ff)
-        w.add_uint32(f"{arch}.expert_shared_count", 1)
-        w.add_float32(f"{arch}.expert_weights_scale", 1.0)
     if arch == "llama4":
-        w.add_expert_count(spec.n_expert)
-        w.add_expert_used_count(1)
-        w.add_expert_feed_forward_length(spec.n_ff)
         w.add_uint32(f"{arch}.interleave_moe_layer_step", 2)
-    if arch == "olmoe":
-        w.add_expert_count(spec.n_expert)
-        w.add_expert_used_count(spec.n_expert_used)
-        w.add_expert_feed_forward_length(spec.n_ff)
     if arch == "cohere2":
-        w.add_sliding_window(spec.n_swa)
         w.add_float32(f"{arch}.logit_scale", 0.5)
     if arch == "granite":  # muP-style scales
         w.add_float32(f"{arch}.logit_scale", 2.0)
