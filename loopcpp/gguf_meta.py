@@ -95,7 +95,7 @@ def _layer_tensors(tensors, layers: list[int]) -> list[tuple[str, object]]:
 # Architectures whose sliding-window layers follow a pattern by layer index unless the file gives
 # one per layer (llama.cpp's default period, or the file's scalar `sliding_window_pattern`):
 # reordering layers must then write the pattern out per layer.
-SWA_PATTERNS = {"cohere2": 4, "gemma2": 2, "gemma3": 6, "gpt-oss": 2, "olmo2": 4}
+SWA_PATTERNS = {"cohere2": 4, "exaone4": 4, "gemma2": 2, "gemma3": 6, "gpt-oss": 2, "olmo2": 4}
 
 
 def reorder_layers(src: str | os.PathLike, dst: str | os.PathLike, layers: list[int], progress: bool = True) -> None:

@@ -145,7 +145,20 @@ def tensors(arch: str, spec: TinySpec) -> dict[str, np.ndarray]:
                 w.fuse_qkv(p)
             else:
                 w.norms(p, post_ffw_norm=E)
-        if arch == "dots1":
+        elif arch == "exaone4":  # norms after attention and FFN only
+            w.drop(p, "attn_norm.weight", "ffn_norm.weight")
+            w.norms(p, post_attention_norm=E, post_ffw_norm=E)
+        elif arch == "plamo":  # attention and MLP in parallel off one norm
+            w.drop(p, "ffn_norm.weight")
+        elif arch == "hunyuan-moe":
+            w.experts(p, shared=True)
+        elif arch == "smallthinker":
+            w.experts(p)
+        elif arch == "bitnet":  # sub-norms inside attention and the MLP
+            w.norms(p, attn_sub_norm=E, ffn_sub_norm=F)
+        elif arch == "chatglm":
+            w.fuse_gate_up(p)
+        if arch in ("dots1", "exaone4", "maincoder", "hunyuan-moe"):  # per-head Q/K norms
             w.norms(p, attn_q_norm=D, attn_k_norm=D)
     t = w.t
     if arch in ("gpt2", "starcoder"):
@@ -154,12 +167,32 @@ def tensors(arch: str, spec: TinySpec) -> dict[str, np.ndarray]:
         t["token_embd_norm.weight"], t["token_embd_norm.bias"] = w.norm(E), w.bias(E)
     if arch == "phi2":
         t["output.bias"] = w.bias(spec.n_vocab)
-    if arch in ("gemma2", "cohere2", "gemma", "command-r"):
+    if arch in ("gemma2", "cohere2", "gemma", "command-r", "bitnet"):
         del t["output.weight"]  # tied to the embeddings
     if arch == "olmo":
         del t["output_norm.weight"]
     if arch in LAYERNORM and arch not in ("cohere2", "command-r", "olmo", "mpt", "dbrx"):
         t["output_norm.bias"] = w.bias(E)
+    return t
+
+
+# OpenELM: heads and FFN width change from layer to layer
+OPENELM = {"heads": [4, 4, 2, 4, 2, 4], "heads_kv": [2, 2, 1, 2, 1, 1], "ff": [96, 64, 96, 64, 96, 64]}
+
+
+def openelm_tensors(spec: TinySpec) -> dict[str, np.ndarray]:
+    w = _Weights(spec)
+    E, D = spec.n_embd, spec.head_dim
+    t = {k: v for k, v in w.t.items() if not k.startswith("blk.")}
+    for il in range(spec.n_layer):
+        p = f"blk.{il}."
+        H, KV, F = OPENELM["heads"][il], OPENELM["heads_kv"][il], OPENELM["ff"][il]
+        t[p + "attn_norm.weight"], t[p + "ffn_norm.weight"] = w.norm(E), w.norm(E)
+        t[p + "attn_qkv.weight"] = w.mat((H + 2 * KV) * D, E, 2.0)
+        t[p + "attn_q_norm.weight"], t[p + "attn_k_norm.weight"] = w.norm(D), w.norm(D)
+        t[p + "attn_output.weight"] = w.mat(E, H * D)
+        t[p + "ffn_gate.weight"], t[p + "ffn_up.weight"], t[p + "ffn_down.weight"] = w.mat(F, E), w.mat(F, E), w.mat(E, F)
+    del t["output.weight"]  # tied
     return t
 
 
@@ -209,8 +242,10 @@ ARCHS = ("phi3", "olmo2", "qwen2moe", "smollm3", "gemma2", "gpt-oss", "mistral3"
          "exaone", "xverse", "internlm2", "seed_oss", "arcee", "olmoe", "orion", "cohere2", "glm4",
          "gpt2", "starcoder", "bloom", "phi2", "codeshell", "nemotron", "stablelm", "qwen", "llama4",
          "deepseek2", "gemma", "command-r", "olmo", "falcon", "mpt", "jais", "refact", "deepseek", "bailingmoe",
-         "dots1", "dbrx", "grok")
-MOE = ("qwen2moe", "gpt-oss", "olmoe", "llama4", "deepseek2", "deepseek", "bailingmoe", "dots1", "dbrx", "grok")
+         "dots1", "dbrx", "grok", "openelm", "exaone4", "maincoder", "plamo", "hunyuan-moe", "bitnet",
+         "smallthinker", "chatglm")
+MOE = ("qwen2moe", "gpt-oss", "olmoe", "llama4", "deepseek2", "deepseek", "bailingmoe", "dots1", "dbrx", "grok",
+       "hunyuan-moe", "smallthinker")
 LAYERNORM = ("starcoder2", "orion", "cohere2", "gpt2", "starcoder", "bloom", "phi2", "codeshell", "nemotron",
              "stablelm", "command-r", "olmo", "falcon", "mpt", "jais", "dbrx")
 # Shapes some loaders insist on: olmoe's K norm spans n_embd, so K/V heads = Q heads.
@@ -227,8 +262,10 @@ def write(arch: str, path: Path, spec: TinySpec | None = None) -> Path:
         mla = dict(key_length=DS2["kv_lora"] + DS2["rope"], value_length=DS2["kv_lora"], rope_dims=DS2["rope"])
     w = gguf.GGUFWriter(str(path), arch)
     w.add_name("tiny")  # not the architecture: llama.cpp keys vocabulary quirks on "phi3" in the name
+    if arch == "openelm":
+        mla = dict(heads=OPENELM["heads"], heads_kv=OPENELM["heads_kv"])
     tinymodels.add_shape(w, spec, **mla)
-    w.add_feed_forward_length(spec.n_ff)
+    w.add_feed_forward_length(OPENELM["ff"] if arch == "openelm" else spec.n_ff)
     if arch in MOE:
         w.add_expert_count(spec.n_expert)
         w.add_expert_used_count(1 if arch == "llama4" else spec.n_expert_used)
@@ -240,17 +277,17 @@ def write(arch: str, path: Path, spec: TinySpec | None = None) -> Path:
         w.add_uint32(f"{arch}.leading_dense_block_count", 1)
     if arch in LAYERNORM:
         w.add_float32(f"{arch}.attention.layer_norm_epsilon", 1e-5)
-    if arch in ("gemma2", "gpt-oss", "cohere2"):
+    if arch in ("gemma2", "gpt-oss", "cohere2", "exaone4"):
         w.add_sliding_window(spec.n_swa)
-    if arch == "qwen2moe":
+    if arch in ("qwen2moe", "hunyuan-moe"):
         w.add_uint32(f"{arch}.expert_shared_feed_forward_length", spec.n_ff)
     if arch == "gemma2":
         w.add_float32(f"{arch}.attn_logit_softcapping", 50.0)
         w.add_float32(f"{arch}.final_logit_softcapping", 30.0)
     if arch == "dbrx":
         w.add_float32(f"{arch}.attention.clamp_kqv", 8.0)
-    if arch == "dots1":
-        w.add_uint32(f"{arch}.expert_gating_func", 2)  # sigmoid
+    if arch in ("dots1", "smallthinker"):
+        w.add_uint32(f"{arch}.expert_gating_func", 2 if arch == "dots1" else 1)  # sigmoid, softmax
     if arch == "deepseek2":
         w.add_uint32(f"{arch}.attention.q_lora_rank", DS2["q_lora"])
         w.add_uint32(f"{arch}.attention.kv_lora_rank", DS2["kv_lora"])
@@ -266,7 +303,8 @@ def write(arch: str, path: Path, spec: TinySpec | None = None) -> Path:
         w.add_float32(f"{arch}.embedding_scale", 3.0)
         w.add_float32(f"{arch}.attention.scale", 0.3)
     tinymodels._add_vocab(w, spec.n_vocab)
-    for name, arr in (deepseek2_tensors(spec) if arch == "deepseek2" else tensors(arch, spec)).items():
+    writers = {"deepseek2": deepseek2_tensors, "openelm": openelm_tensors}
+    for name, arr in writers.get(arch, lambda sp: tensors(arch, sp))(spec).items():
         w.add_tensor(name, arr)
     w.write_header_to_file()
     w.write_kv_data_to_file()

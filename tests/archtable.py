@@ -60,6 +60,14 @@ NOTES = {
     "dots1": "Q/K norms, sigmoid routing, a dense first layer, MoE with a shared expert",
     "dbrx": "fused QKV with clamping, a norm after attention, MoE",
     "grok": "norms after attention and FFN, MoE with logit soft-capping",
+    "openelm": "heads, K/V heads and FFN width differ per layer (each follows its layer)",
+    "exaone4": "norms after attention and FFN only, sliding window on 3 of 4 layers",
+    "maincoder": "per-head Q/K norms",
+    "plamo": "attention and MLP in parallel",
+    "hunyuan-moe": "per-head Q/K norms, MoE with a shared expert",
+    "bitnet": "sub-norms inside attention and the MLP",
+    "smallthinker": "MoE",
+    "chatglm": "fused gate+up",
     "llama4": "MoE every other layer with a shared expert, chunked attention, no RoPE on every fourth layer",
 }
 REFUSED = {

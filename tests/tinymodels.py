@@ -107,16 +107,16 @@ def tensors(spec: TinySpec) -> dict[str, np.ndarray]:
 
 
 def add_shape(w, spec: TinySpec, key_length: int | None = None, value_length: int | None = None,
-              rope_dims: int | None = None) -> None:
+              rope_dims: int | None = None, heads=None, heads_kv=None) -> None:
     """The hyperparameters every tiny model shares: sizes, heads, RoPE, norm epsilon, F32 file
-    (key, value and RoPE widths default to the head size)."""
+    (key, value and RoPE widths default to the head size; heads and heads_kv may be per-layer lists)."""
     import gguf
 
     w.add_context_length(spec.n_ctx)
     w.add_embedding_length(spec.n_embd)
     w.add_block_count(spec.n_layer)
-    w.add_head_count(spec.n_head)
-    w.add_head_count_kv(spec.n_head_kv)
+    w.add_head_count(spec.n_head if heads is None else heads)
+    w.add_head_count_kv(spec.n_head_kv if heads_kv is None else heads_kv)
     w.add_key_length(key_length or spec.head_dim)
     w.add_value_length(value_length or spec.head_dim)
     w.add_rope_dimension_count(rope_dims or spec.head_dim)
