@@ -385,6 +385,7 @@ def model_info(path) -> dict:
             "n_expert_used": m.n_expert_used, "n_vocab": m.n_vocab, "n_ctx_train": m.n_ctx_train,
             "n_swa": m.n_swa, "size_bytes": m.size, "n_params": m.n_params,
             "chat_template": m.chat_template is not None, "loop_supported": m.loop_supported,
+            "loop_refusal": m._h.loop_refusal() or None,
             "default_loop": str(m.default_loop) if m.loop_supported else None,
             "loop_metadata": m.metadata.get("loopcpp.loop"),
         }
@@ -417,7 +418,7 @@ def cmd_info(args) -> int:
         ("sliding window", info["n_swa"] or "none"),
         ("size", f"{info['size_bytes'] / 2**20:.1f} MiB, {info['n_params'] / 1e6:.1f} M parameters"),
         ("tensor types", ", ".join(f"{k} x{v}" for k, v in info["tensor_types"].items()) or "?"),
-        ("loop", f"default window {info['default_loop']}" if info["loop_supported"] else "not supported for this architecture"),
+        ("loop", f"default window {info['default_loop']}" if info["loop_supported"] else info["loop_refusal"]),
     ]
     if info["loop_metadata"]:
         rows.append(("loop recipe (GGUF)", info["loop_metadata"]))

@@ -326,3 +326,12 @@ def test_dup_writes_a_self_merged_gguf_the_unmodified_model_runs(tiny_paths, tmp
         assert np.isfinite(ctx.eval([5, 6])).all()
     bad = loopcpp("dup", tiny_paths["gemma3"], "--loop", "auto", "-o", out)
     assert bad.returncode == 2 and "explicit window" in bad.stderr
+
+
+def test_info_says_why_a_model_cannot_loop(tmp_path):
+    import tinymodels
+
+    path = tinymodels.write_mamba(tmp_path / "mamba.gguf")
+    r = loopcpp("info", path)
+    assert r.returncode == 0, r.stderr
+    assert "architecture 'mamba' cannot loop: it is recurrent" in r.stdout
