@@ -533,19 +533,23 @@ bool llama_loop_arch_supported(const llama_model * model) {
             return it->second;
         }
     }
-    if (g_probing == 0 && model->hparams.n_layer() > 0) {
-        llama_context_params cp = llama_context_default_params();
-        cp.n_ctx   = 64;
-        cp.n_batch = cp.n_ubatch = 8;
-        cp.n_seq_max = 1;
-        cp.no_perf   = true;
-        g_probing++;
-        llama_context * probe = llama_init_from_model(const_cast<llama_model *>(model), cp);
-        g_probing--;
-        llama_free(probe);
+    if (g_probing > 0 || model->hparams.n_layer() == 0) {
+        return false; // inside a probe, or a vocabulary-only model: no graph to learn from
     }
+    llama_context_params cp = llama_context_default_params();
+    cp.n_ctx   = 64;
+    cp.n_batch = cp.n_ubatch = 8;
+    cp.n_seq_max = 1;
+    cp.no_perf   = true;
+    g_probing++;
+    llama_context * probe = llama_init_from_model(const_cast<llama_model *>(model), cp);
+    g_probing--;
+    if (!probe) {
+        return false; // no graph was built (e.g. out of memory): ask again next time
+    }
+    llama_free(probe);
     std::lock_guard<std::mutex> lock(g_capable_mutex);
-    return g_capable.emplace(key, false).first->second; // not marked by the probe: its builder has no hook
+    return g_capable.emplace(key, false).first->second; // not marked by the probe's graphs: no hook
 }
 
 // Why an architecture's builder has no loop hook, in the terms a user can act on.
@@ -561,6 +565,9 @@ static std::string unsupported_reason(const llama_model & model) {
     }
     if (llama_model_is_diffusion(&model)) {
         return "it is a diffusion model, which loopcpp does not loop";
+    }
+    if (model.hparams.n_layer() == 0) {
+        return "a vocabulary-only model has no layers";
     }
     return "its graph builder is not converted to build_layer_stack yet (docs/architectures.md lists those that are)";
 }

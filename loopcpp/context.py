@@ -69,6 +69,8 @@ class Context:
         for name, v in (("n_ctx", n_ctx), ("n_batch", n_batch), ("n_ubatch", n_ubatch), ("n_seq_max", n_seq_max)):
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name}={v!r} must be a positive int")
+        if getattr(model, "vocab_only", False):
+            raise ContextError("a vocabulary-only model (vocab_only=True) has no weights to evaluate: load it without")
         if n_ctx > MAX_CTX:
             raise ContextError(f"n_ctx={n_ctx} is more than the {MAX_CTX} positions a context may have")
         for name, v in (("type_k", type_k), ("type_v", type_v)):

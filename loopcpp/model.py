@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Optional, Sequence
 
 from . import chat_template as _chat_template
 from ._internals import ModelHandle
+from .errors import LoopConfigError
 from .loop import LoopConfig
 from .system import default_gpu_layers
 
@@ -44,13 +45,16 @@ class Model:
         self._contexts: "weakref.WeakSet[Context]" = weakref.WeakSet()
         self.metadata: dict[str, str] = self._h.metadata()
         self.arch: str = self.metadata.get("general.architecture", "unknown")
-        self.n_layer: int = self._h.n_layer()
-        self.n_embd: int = self._h.n_embd()
-        self.n_head: int = self._h.n_head()
-        self.n_head_kv: int = self._h.n_head_kv()
+        # a vocabulary-only model has no layers: llama.cpp aborts if asked for their shapes
+        shape = (lambda read: 0) if vocab_only else (lambda read: read())
+        self.n_layer: int = shape(self._h.n_layer)
+        self.n_embd: int = shape(self._h.n_embd)
+        self.n_head: int = shape(self._h.n_head)
+        self.n_head_kv: int = shape(self._h.n_head_kv)
         self.n_vocab: int = self._h.n_vocab()
-        self.n_ctx_train: int = self._h.n_ctx_train()
-        self.n_swa: int = self._h.n_swa()
+        self.n_ctx_train: int = shape(self._h.n_ctx_train)
+        self.n_swa: int = shape(self._h.n_swa)
+        self.vocab_only = vocab_only
         self.n_expert: int = int(self.metadata.get(f"{self.arch}.expert_count", 0) or 0)
         self.n_expert_used: int = int(self.metadata.get(f"{self.arch}.expert_used_count", 0) or 0)
         self.size: int = self._h.size()
@@ -65,12 +69,15 @@ class Model:
     # --- loops -------------------------------------------------------------------------------
     @property
     def loop_supported(self) -> bool:
-        """Whether this architecture has a loop-capable graph builder."""
-        return self._h.loop_supported()
+        """Whether this architecture has a loop-capable graph builder (False for a
+        vocabulary-only model, which has no graph)."""
+        return not self.vocab_only and self._h.loop_supported()
 
     @property
     def default_loop(self) -> LoopConfig:
         """The out-of-the-box recipe for this model, with its window resolved."""
+        if self.vocab_only:
+            raise LoopConfigError("a vocabulary-only model has no layers to loop: load it without vocab_only=True")
         return LoopConfig.from_c(self._h.default_loop())
 
     # --- text --------------------------------------------------------------------------------
@@ -157,7 +164,7 @@ class Model:
         """A new inference context; see Context for the parameters (n_ctx, n_batch, loop, ...)."""
         from .context import Context
 
-        return Context(self, **kwargs)
+        return Context(self, **kwargs)  # Context refuses a vocabulary-only model
 
     def close(self) -> None:
         for ctx in list(self._contexts):

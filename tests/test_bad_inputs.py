@@ -133,3 +133,22 @@ def test_a_loop_on_a_recurrent_model_is_refused_cleanly(tmp_path):
     assert "supported: False" in r.stdout
     assert "ERROR: architecture 'mamba' cannot loop: it is recurrent" in r.stdout, r.stdout
     assert "env loop: off logits: (288,)" in r.stdout, r.stdout
+
+
+def test_a_vocabulary_only_model_tokenizes_and_refuses_the_rest(tiny_paths):
+    """llama.cpp aborts when asked for the layer shapes of a vocabulary-only model: the Python
+    Model never asks, and refuses contexts and loops with a reason."""
+    r = run(f"""
+        import loopcpp
+        m = loopcpp.Model({str(tiny_paths["qwen2"])!r}, vocab_only=True)
+        print("tokens:", m.tokenize("ab"), "layers:", m.n_layer, "loops:", m.loop_supported)
+        for attempt in (lambda: m.context(n_ctx=32), lambda: m.default_loop):
+            try:
+                attempt()
+            except loopcpp.LoopcppError as e:
+                print("ERROR:", type(e).__name__, e)
+    """)
+    assert r.returncode == 0, f"exit {r.returncode}\n{r.stderr[-1500:]}"
+    assert "layers: 0 loops: False" in r.stdout
+    assert "ERROR: ContextError a vocabulary-only model" in r.stdout
+    assert "ERROR: LoopConfigError a vocabulary-only model has no layers" in r.stdout

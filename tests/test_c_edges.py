@@ -32,3 +32,23 @@ def test_format_refuses_out_of_range_enums(field, value, needle):
     buf = ffi.new("char[]", 128)
     assert lib.llama_loop_format(p, buf, 128) == ERR_INVALID
     assert needle in last_loop_error()
+
+
+def test_a_vocabulary_only_model_does_not_poison_what_its_architecture_can_do(tiny_paths):
+    """llama_loop_arch_supported learns an architecture from a graph; a vocabulary-only model
+    has none, so it answers false without remembering that for the architecture (run in a
+    subprocess: the answer is cached per process)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(f"""
+        from loopcpp._internals import ModelHandle
+        from loopcpp._lib import lib
+        vocab = ModelHandle({str(tiny_paths["gemma3"])!r}, 0, True, True)
+        full = ModelHandle({str(tiny_paths["gemma3"])!r}, 0, True, False)
+        print(lib.llama_loop_arch_supported(vocab.ptr), lib.llama_loop_arch_supported(full.ptr))
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-1500:]
+    assert r.stdout.split() == ["False", "True"]
