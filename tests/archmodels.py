@@ -304,10 +304,4 @@ def write(arch: str, path: Path, spec: TinySpec | None = None) -> Path:
         w.add_float32(f"{arch}.attention.scale", 0.3)
     tinymodels._add_vocab(w, spec.n_vocab)
     writers = {"deepseek2": deepseek2_tensors, "openelm": openelm_tensors}
-    for name, arr in writers.get(arch, lambda sp: tensors(arch, sp))(spec).items():
-        w.add_tensor(name, arr)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
+    return tinymodels.finish(w, writers.get(arch, lambda sp: tensors(arch, sp))(spec), path)

@@ -150,9 +150,13 @@ def write(spec: TinySpec, path: Path, loop_recipe: str | None = None, duplicate_
     _add_vocab(w, spec.n_vocab, duplicate_token)
     if loop_recipe is not None:
         w.add_string("loopcpp.loop", loop_recipe)
-    for name, arr in tensors(spec).items():
-        if name not in drop:
-            w.add_tensor(name, arr)
+    return finish(w, {k: v for k, v in tensors(spec).items() if k not in drop}, path)
+
+
+def finish(w, weights: dict[str, np.ndarray], path: Path) -> Path:
+    """Adds the tensors and writes the file."""
+    for name, arr in weights.items():
+        w.add_tensor(name, arr)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -199,11 +203,7 @@ def write_mamba(path: Path, n_layer: int = 2, n_embd: int = 32, n_vocab: int = 2
         w.add_tensor(p + "ssm_a", -np.abs(t(d_inner, d_state)) - 0.5)
         w.add_tensor(p + "ssm_d", np.ones(d_inner, np.float32))
         w.add_tensor(p + "ssm_out.weight", t(n_embd, d_inner))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
+    return finish(w, {}, path)
 
 
 def swa_layers(spec: TinySpec) -> list[bool]:
