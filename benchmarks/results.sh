@@ -34,9 +34,8 @@ done
 step loopcpp eval smollm2-135m --loop auto --loop "$TUNED" --task mmlu --limit 300 --json docs/results/mmlu-smollm2.json $T
 # figure 5 on a generative task with short prompts: Jeopardy (5-shot), Qwen2.5-Coder-0.5B
 step python benchmarks/figures.py policies qwen2.5-coder-0.5b --windows 4 --gen-task jeopardy --gen-limit 100 $T
-# Qwen2.5-Coder-1.5B: the six tasks with the default recipe, then the recipe tune finds
-step loopcpp eval qwen2.5-coder-1.5b --loop auto $MC --task mmlu --limit 100 --json docs/results/acc6-qwen15.json $T
-[ -f docs/results/tune-qwen15.json ] || step loopcpp tune qwen2.5-coder-1.5b --json docs/results/tune-qwen15.json $T
+# Qwen2.5-Coder-1.5B: the recipe tune finds (timed), then the six tasks, default and tuned recipe
+[ -f docs/results/tune-qwen15.json ] || step time loopcpp tune qwen2.5-coder-1.5b --json docs/results/tune-qwen15.json $T
 TUNED15=$(best docs/results/tune-qwen15.json)
-step loopcpp eval qwen2.5-coder-1.5b --loop auto --loop "$TUNED15" $MC --task mmlu --limit 100 \
-    --json docs/results/acc6-qwen15-tuned.json $T
+step loopcpp eval qwen2.5-coder-1.5b --loop auto --loop "$TUNED15" $MC --task mmlu --limit 50 \
+    --json docs/results/acc6-qwen15.json $T
