@@ -119,12 +119,17 @@ def looks_like_jinja(text: str) -> bool:
     return "{%" in text or "{{" in text
 
 
+def check_text(override) -> None:
+    """A chat_template= value must be non-empty text (which text is checked by resolve())."""
+    if not isinstance(override, str) or not override.strip():
+        raise ChatTemplateError(f"chat_template={override!r} must be a built-in name or Jinja text")
+
+
 def resolve(model: "Model", override: Optional[str] = None) -> ChatTemplate:
     """The template a model's chats use (see the module docstring for the order)."""
     names = builtin_template_names()
     if override is not None:
-        if not isinstance(override, str) or not override.strip():
-            raise ChatTemplateError(f"chat_template={override!r} must be a built-in name or Jinja text")
+        check_text(override)
         if override not in names and not looks_like_jinja(override):
             raise ChatTemplateError(f"chat_template={override!r} is neither Jinja text nor a built-in template "
                                     f"(built-ins: {', '.join(names)})")
@@ -143,7 +148,7 @@ def resolve(model: "Model", override: Optional[str] = None) -> ChatTemplate:
 
 def _stop_tokens(model: "Model", source: str) -> list[int]:
     """End-of-turn markers the template writes that are single tokens of the vocabulary."""
-    text = source if looks_like_jinja(source) else _builtin_sample(source)
+    text = _builtin_sample(source) if source in builtin_template_names() else source
     out = []
     for marker in END_OF_TURN_MARKERS:
         if marker in text:

@@ -288,32 +288,32 @@ def _sampling(args):
                     logit_bias=parse_logit_bias(args.logit_bias), grammar=grammar, json_schema=schema, seed=args.seed)
 
 
-def _loaded_sampling(args, model):
-    """The sampling options, with what needs the model checked now (the grammar parses, biased
-    tokens exist), so a bad flag fails before the first turn rather than in it."""
+def _check_with_model(sampling, model) -> None:
+    """What in the sampling needs the model, checked now (the grammar parses, biased tokens
+    exist), so a bad flag fails before the first turn rather than in it."""
     from ._internals import SamplerHandle
 
-    sampling = _sampling(args)
     SamplerHandle(model._h, sampling, 0, grammar=sampling.grammar_text()).close()
-    return sampling
 
 
-def _check_inputs(args) -> None:
-    """What can be checked before a model is fetched or loaded: the loop and the sampling."""
+def _check_inputs(args):
+    """What can be checked before a model is fetched or loaded: the loop and the sampling.
+    Returns the Sampling."""
     if args.loop:
         _check_loops([args.loop])
-    _sampling(args)
+    return _sampling(args)
 
 
 def cmd_chat(args) -> int:
     from .chat_repl import ChatSession, read_message
     from .terminal import enable_line_editing
 
-    _check_inputs(args)
+    sampling = _check_inputs(args)
     interactive = sys.stdin.isatty()
     model, ctx = _open(args)
     with model, ctx:
-        session = ChatSession(model, ctx, _loaded_sampling(args, model), args.max_tokens, system=args.system, stop=args.stop,
+        _check_with_model(sampling, model)
+        session = ChatSession(model, ctx, sampling, args.max_tokens, system=args.system, stop=args.stop,
                               show_stats=interactive and sys.stdout.isatty() and not args.no_stats)
         if interactive:
             enable_line_editing(catalog.cache_dir() / "chat_history")
@@ -353,11 +353,12 @@ def _read_prompt(args) -> str:
 def cmd_run(args) -> int:
     from .terminal import stream
 
-    _check_inputs(args)
+    sampling = _check_inputs(args)
     prompt = _read_prompt(args)
     model, ctx = _open(args)
     with model, ctx:
-        kw = dict(max_tokens=args.max_tokens, sampling=_loaded_sampling(args, model), stop=args.stop)
+        _check_with_model(sampling, model)
+        kw = dict(max_tokens=args.max_tokens, sampling=sampling, stop=args.stop)
         if args.chat:
             gen = ctx.chat([{"role": "user", "content": prompt}], stream=True, **kw)
         else:

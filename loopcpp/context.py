@@ -16,7 +16,8 @@ from ._internals import ContextHandle, SamplerHandle, TensorTap
 from .errors import BusyError, CancelledError, ContextError, ContextFullError, DecodeError, LoopConfigError
 from .kvtypes import GGML_TYPES
 from .generation import Completion, Generation, Timings, Token, TopLogprob, Usage
-from .loop import LoopConfig, LoopLike, as_loop_config
+from .loop import LoopConfig, LoopLike, _decode_code, as_loop_config
+from .model import POOLING
 from .sampling import Sampling, sampling_from
 from .system import default_threads
 
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
 
 
 
-POOLING = {"none": 0, "mean": 1, "cls": 2, "last": 3}
 # llama.cpp sizes per-position bookkeeping before it allocates the cache, so a huge n_ctx can use
 # all memory before failing (10**9 positions touched 19 GB): refuse it before asking.
 MAX_CTX = 1 << 24
@@ -87,13 +87,13 @@ class Context:
         self._lock = threading.RLock()
         self._streaming = False
         threads = n_threads or default_threads()
-        pooling_code = POOLING[pooling or model.pooling] if embeddings else None
+        pooling = (pooling or model.pooling) if embeddings else None
         self.model = model
         self._tap = TensorTap(capture) if capture else None
         self._h = ContextHandle(
             model._h, n_ctx, n_batch, min(n_ubatch, n_batch), threads, n_threads_batch or threads,
             GGML_TYPES.get(type_k) if type_k else None, GGML_TYPES.get(type_v) if type_v else None,
-            flash_attn, self._tap, n_seq_max, pooling_code,
+            flash_attn, self._tap, n_seq_max, POOLING[pooling] if pooling else None,
         )
         model._contexts.add(self)  # closing the model closes this context first
         self.n_ctx: int = self._h.n_ctx
@@ -101,7 +101,7 @@ class Context:
         self.n_ubatch: int = self._h.n_ubatch
         self.n_seq_max: int = n_seq_max
         self.embeddings: bool = embeddings
-        self.pooling: Optional[str] = (pooling or model.pooling) if embeddings else None
+        self.pooling: Optional[str] = pooling
         self.tokens: list[int] = []  # what the KV cache holds for sequence 0, in order
         self._several_sequences = False  # eval_batch filled the cache; eval() needs reset() first
         self._ubatch_starts: list[int] = []  # positions where a ubatch began (see _prefill)
@@ -136,8 +136,6 @@ class Context:
         choice): loop=False runs it unlooped; decode ("bypass", "full", "first:N") replaces the
         decode mode for it. The window, K and integrator stay the context's, since sequences that
         share a ubatch share one graph. set_loop() and reset_sequence_loops() undo it."""
-        from .loop import _decode_code
-
         code = _decode_code(decode if decode is not None else self.loop.decode)
         self._h.loop_seq_set(seq, bool(loop), code)
 
@@ -254,9 +252,9 @@ class Context:
         self.tokens = self.tokens[:n]
         self._ubatch_starts = [b for b in self._ubatch_starts if b < n]
 
-    def _prefill(self, prompt: list[int]) -> int:
-        """Evaluates prompt for sampling, reusing the cached common prefix; returns the number
-        of prompt tokens reused.
+    def _prefill(self, prompt: list[int]) -> None:
+        """Evaluates prompt for sampling, reusing the cached common prefix (how many tokens it
+        reused is left in self._reused, also when the evaluation is cancelled).
 
         A looped ubatch's result depends on where it starts (docs/looping.md), so with a loop the
         reuse stops at the start of a ubatch of the earlier evaluation: the same prompt twice then
@@ -276,7 +274,6 @@ class Context:
             self._truncate(n)
         self._reused = n
         self._eval(prompt[n:], logits="sample")
-        return n
 
     @_exclusive
     def perplexity(self, tokens: Sequence[int]) -> float:
@@ -332,7 +329,7 @@ class Context:
                 sampler: SamplerHandle, logprobs: Optional[int]) -> Iterator[Token]:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         held = ""  # text held back because it may begin a stop string
-        out: list[Token] = []
+        out = gen._tokens  # what has been streamed, in order
         finish, cached, n_generated, n_prompt_evaluated = "cancelled", 0, 0, 0
         t_prompt = t_gen = 0.0
         with self._lock:
@@ -345,14 +342,13 @@ class Context:
         try:
             try:
                 with self._lock:
-                    cached = self._prefill(prompt)
-                    n_prompt_evaluated = len(prompt) - cached
+                    self._prefill(prompt)
             except CancelledError:
-                cached = self._reused
-                n_prompt_evaluated = max(0, self.n_past - cached)  # the ubatches that completed
                 return
-            finally:
+            finally:  # after a cancel, n_past counts the ubatches that completed
                 t_prompt = time.perf_counter() - t0
+                cached = self._reused
+                n_prompt_evaluated = max(0, self.n_past - cached)
             t1 = time.perf_counter()
             for _ in range(max_tokens):
                 # one step under the lock: close() on another thread waits for it, then the next
@@ -461,18 +457,20 @@ class Context:
         if any(not isinstance(t, str) for t in items):
             raise ValueError("embed() takes a string or a list of strings")
         toks = [self.model.tokenize(t, add_special=True, parse_special=False) or [self.model.bos] for t in items]
+        cap = min(self.n_batch, self.n_ctx)  # tokens of one batch
         for i, t in enumerate(toks):
-            if len(t) > min(self.n_batch, self.n_ctx):
-                raise ContextFullError(f"text {i} has {len(t)} tokens; this context embeds at most "
-                                       f"{min(self.n_batch, self.n_ctx)} (raise n_ctx and n_batch)")
+            if len(t) > cap:
+                raise ContextFullError(f"text {i} has {len(t)} tokens; this context embeds at most {cap} "
+                                       "(raise n_ctx and n_batch)")
         out = np.empty((len(items), self.model.n_embd), np.float32)
         looped = self.loop.enabled
         self._h.set_cancelled(False)
         i = 0
         while i < len(toks):
-            group = [i]  # texts of one batch, each its own sequence
+            group, size = [i], len(toks[i])  # texts of one batch, each its own sequence
             while (i + len(group) < len(toks) and len(group) < self.n_seq_max
-                   and sum(len(toks[j]) for j in group) + len(toks[i + len(group)]) <= min(self.n_batch, self.n_ctx)):
+                   and size + len(toks[i + len(group)]) <= cap):
+                size += len(toks[i + len(group)])
                 group.append(i + len(group))
             self._reset()
             rows, pos, seqs = [], [], []
@@ -480,8 +478,8 @@ class Context:
                 rows += toks[j]
                 pos += list(range(len(toks[j])))
                 seqs += [[s]] * len(toks[j])
-                if looped:
-                    self._h.loop_seq_set(s, True, (1, 0))  # decode=full: a one-token text loops too
+                if looped:  # decode=full: a one-token text loops too
+                    self._h.loop_seq_set(s, True, _decode_code("full"))
             try:
                 self._several_sequences = True
                 self._h.decode_rows(rows, pos, seqs, [True] * len(rows), read_logits=False)

@@ -84,16 +84,14 @@ class Generation(Iterator[Token]):
 
     def __init__(self) -> None:
         self._steps: Optional[Iterator[Token]] = None  # set by the context that runs it
-        self._tokens: list[Token] = []
+        self._tokens: list[Token] = []  # appended by the context's stream as it yields them
         self._completion: Optional[Completion] = None
 
     def __iter__(self) -> "Generation":
         return self
 
     def __next__(self) -> Token:
-        tok = next(self._steps)
-        self._tokens.append(tok)
-        return tok
+        return next(self._steps)
 
     def _finish(self, completion: Completion) -> None:
         self._completion = completion

@@ -16,15 +16,19 @@ from .system import default_gpu_layers
 if TYPE_CHECKING:
     from .context import Context
 
+# llama.cpp's pooling types (enum llama_pooling_type), by name
+POOLING = {"none": 0, "mean": 1, "cls": 2, "last": 3}
+
 
 class Model:
     """A GGUF model. `Model(path, n_gpu_layers=0)`; use as a context manager or call close().
 
-    n_gpu_layers: layers offloaded to the GPU; default all of them on a build with a GPU
-    backend (CUDA, Metal), none on a CPU build. `chat_template` replaces the GGUF's chat template: a llama.cpp built-in name ("chatml",
-    "llama3", ...) or Jinja text. use_mmap=False reads the file into memory; use_mlock=True keeps
-    the weights from being swapped out. `repack=False` keeps weights in their file layout instead of the CPU's repacked one (AMX,
-    AVX-512 or NEON tiles), e.g. to compare the two matmul paths.
+    n_gpu_layers: layers offloaded to the GPU; default all of them on a build with a GPU backend
+    (CUDA, Metal), none on a CPU build. `chat_template` replaces the GGUF's chat template: a
+    llama.cpp built-in name ("chatml", "llama3", ...) or Jinja text. use_mmap=False reads the file
+    into memory; use_mlock=True keeps the weights from being swapped out. `repack=False` keeps
+    weights in their file layout instead of the CPU's repacked one (AMX, AVX-512 or NEON tiles),
+    e.g. to compare the two matmul paths.
 
     >>> with Model("SmolLM2-135M-Instruct.Q4_1.gguf") as model:
     ...     with model.context(n_ctx=2048, loop="auto") as ctx:
@@ -38,8 +42,8 @@ class Model:
             n_gpu_layers = default_gpu_layers()
         if not isinstance(n_gpu_layers, int) or isinstance(n_gpu_layers, bool):
             raise TypeError(f"n_gpu_layers must be an int, got {n_gpu_layers!r}")
-        if chat_template is not None and (not isinstance(chat_template, str) or not chat_template.strip()):
-            raise _chat_template.ChatTemplateError(f"chat_template={chat_template!r} must be a built-in name or Jinja text")
+        if chat_template is not None:
+            _chat_template.check_text(chat_template)
         self.path = os.fspath(path)
         self._h = ModelHandle(self.path, n_gpu_layers, use_mmap, vocab_only, repack, use_mlock)
         self._contexts: "weakref.WeakSet[Context]" = weakref.WeakSet()
@@ -137,11 +141,12 @@ class Model:
     def pooling(self) -> str:
         """How embeddings pool token vectors: the model's own (`<arch>.pooling_type`: cls, last or
         mean), else mean."""
-        names = {1: "mean", 2: "cls", 3: "last"}
         try:
-            return names.get(int(self.metadata.get(f"{self.arch}.pooling_type", 1)), "mean")
+            code = int(self.metadata.get(f"{self.arch}.pooling_type", POOLING["mean"]))
         except ValueError:
             return "mean"
+        name = next((k for k, v in POOLING.items() if v == code), "none")
+        return "mean" if name == "none" else name
 
     def embed(self, texts: "str | Sequence[str]", pooling: Optional[str] = None, normalize: bool = True,
               loop=None, **context_kw):
