@@ -155,9 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", nargs="?", help=f"a .gguf file or a catalog name (default: {catalog.DEFAULT_MODEL})")
     p.add_argument("--objective", default="ppl", help="ppl (perplexity on --corpus) or a multiple-choice task")
     p.add_argument("--corpus", default="boolq", help="text for pruning and the ppl objective: boolq, lambada or a file")
-    p.add_argument("--keep", type=int, default=4, help="recipes confirmed on the objective after pruning (default: 4)")
-    p.add_argument("--ctx", type=int, default=256, help="pruning window in tokens; ppl confirms on twice that (default: 256)")
-    p.add_argument("--limit", type=int, default=200, help="items per objective run (default: 200)")
+    p.add_argument("--keep", type=int, default=3, help="recipes confirmed on the objective after pruning (default: 3)")
+    p.add_argument("--ctx", type=int, default=384, help="pruning window in tokens (default: 384)")
+    p.add_argument("--confirm-ctx", type=int, default=512,
+                   help="perplexity window of the ppl objective, llama-perplexity's protocol (default: 512)")
+    p.add_argument("--limit", type=int, default=100,
+                   help="items per objective run; for ppl, 25 items weigh one window (default: 100, 4 windows)")
+    p.add_argument("--exhaustive", action="store_true",
+                   help="prune the whole grid (about 100 recipes) instead of the staged search (about 20)")
     p.add_argument("--bake", metavar="OUT.gguf", help="write the chosen recipe into a copy of the model")
     p.add_argument("--json", help="write every measurement as JSON")
     p.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: all)")
@@ -488,13 +493,17 @@ def cmd_tune(args) -> int:
 
     path = catalog.resolve_model(args.model)
     with Model(path) as model:
-        out = tune(model, args.objective, args.corpus, keep=args.keep, window=args.ctx, limit=args.limit,
+        out = tune(model, args.objective, args.corpus, keep=args.keep, window=args.ctx,
+                   confirm_window=args.confirm_ctx, limit=args.limit, exhaustive=args.exhaustive,
                    n_threads=args.threads)
-    print(f"pruned {out['grid']} recipes by perplexity on dev text (unlooped {out['prune_ppl_off']:.4f}); best:")
+    sec = out["seconds"]
+    print(f"pruned {out['grid']} recipes ({out['search']} search) by perplexity on {out['prune_tokens']} tokens "
+          f"of dev text in {sec['prune']:.0f} s (unlooped {out['prune_ppl_off']:.4f}); best:")
     for c in out["pruned"][:8]:
-        print(f"  {c['spec']:<28} ppl {c['ppl']:.4f}  KLD {c['kld']:.5f}")
+        print(f"  {c['spec']:<28} ppl {c['ppl']:.4f}  KLD {c['kld']:.5f}  ({c['stage']})")
     print("\nconfirmed on dev:\n" + format_table(out["dev"]))
     print(f"\nheld-out test of {out['best']}:\n" + format_table(out["test"]))
+    print(f"\ntook {sum(sec.values()):.0f} s: prune {sec['prune']:.0f}, confirm {sec['confirm']:.0f}, test {sec['test']:.0f}")
     if out["chosen"] is None:
         print(f"\nno recipe beat the unlooped model on dev ({args.objective}); nothing to recommend")
     else:

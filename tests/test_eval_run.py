@@ -140,7 +140,7 @@ def test_tune_prunes_confirms_on_dev_and_reports_on_test(tiny_models, tmp_path):
     assert len(grid) == len(set(grid)) and all(loopcpp.LoopConfig.parse(s).enabled for s in grid)
     text = tmp_path / "t.txt"
     text.write_text("\n".join(" ".join(f"w{(i * j) % 23}" for j in range(40)) for i in range(60)))
-    out = tune(tiny_models["llama"], "ppl", str(text), keep=2, window=32, limit=100, max_kld=10.0,
+    out = tune(tiny_models["llama"], "ppl", str(text), keep=2, window=32, confirm_window=64, limit=100, max_kld=10.0,
                grid=["1:2x2,block,euler", "1:2x3,block,naive", "2:3x2,layer,rk,beta=0.5"], progress=False)
     ppls = [c["ppl"] for c in out["pruned"]]
     assert ppls == sorted(ppls) and len(out["shortlist"]) == 2
@@ -153,15 +153,65 @@ def test_cli_tune_bakes_what_it_recommends(tiny_paths, tmp_path):
     text = tmp_path / "t.txt"
     text.write_text("\n".join(" ".join(f"w{(i * j) % 23}" for j in range(40)) for i in range(80)))
     r = run_cli("tune", tiny_paths["llama"], "--corpus", text, "--keep", "2", "--limit", "100", "--ctx", "32",
-                "--bake", tmp_path / "tuned.gguf", "--json", tmp_path / "t.json")
+                "--confirm-ctx", "64", "--bake", tmp_path / "tuned.gguf", "--json", tmp_path / "t.json")
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads((tmp_path / "t.json").read_text())
-    assert out["grid"] == len(out["pruned"]) > 20
+    assert out["search"] == "staged" and out["grid"] == len(out["pruned"]) >= 10
+    assert {c["stage"] for c in out["pruned"]} == {"window", "integrator", "steps", "mode"}
+    assert "took " in r.stdout and set(out["seconds"]) == {"prune", "confirm", "test"}
     if out["chosen"]:
         assert f"recommended: --loop {out['chosen']}" in r.stdout
         assert gguf.GGUFReader(str(tmp_path / "tuned.gguf")).get_field("loopcpp.loop").contents() == out["chosen"]
     else:
         assert "nothing to recommend" in r.stdout and not (tmp_path / "tuned.gguf").exists()
+
+
+def _fake_score(best_spec_parts):
+    """A scorer whose perplexity falls with each coordinate that matches best_spec_parts."""
+    from loopcpp.evals.tune import Candidate
+
+    def score(r, stage):
+        miss = sum(getattr(r, k) != v for k, v in best_spec_parts.items())
+        return Candidate(r.spec, 10.0 + miss + r.start / 100, 0.01, stage)
+    return score
+
+
+def test_staged_search_walks_one_coordinate_at_a_time_to_the_optimum():
+    from loopcpp.evals.tune import STAGED_CENTRES, WIDTHS, staged_search
+
+    target = dict(start=14, width=4, steps=2, integrator="euler", mode="layer")
+    out = staged_search(_fake_score(target), n_layer=30, moe=False, beam=2, progress=False)
+    specs = [c.spec for c in out]
+    assert len(specs) == len(set(specs)) and out[0].spec == "14:17x2,layer,euler"
+    stages = [c.stage for c in out]
+    assert stages.count("window") == len(STAGED_CENTRES) * len(WIDTHS)
+    # each later stage varies the 2 best recipes over its coordinate: 2 x (values - 1) new ones at most
+    assert stages.count("integrator") <= 4 and stages.count("steps") <= 4 and stages.count("mode") <= 2
+    assert len(out) <= 20
+
+
+def test_staged_search_keeps_moe_in_layer_mode_and_skips_collapsed_seeds():
+    from loopcpp.evals.tune import Candidate, staged_search
+
+    def score(r, stage):  # the lowest perplexity comes with a huge KL: a collapse, never a seed
+        return Candidate(r.spec, 1.0 if r.start == 0 else 5.0 + r.start / 100, 9.0 if r.start == 0 else 0.1, stage)
+    out = staged_search(score, n_layer=6, moe=True, beam=1, max_kld=0.5, progress=False)
+    assert all(",layer," in c.spec for c in out) and "mode" not in {c.stage for c in out}
+    later = [c for c in out if c.stage != "window"]
+    assert later and all(not c.spec.startswith("0:") for c in later)
+
+
+def test_pruner_scores_k1_as_the_unlooped_model(tiny_models, tmp_path):
+    from loopcpp.evals.tune import Pruner
+
+    model = tiny_models["llama"]
+    tokens = model.tokenize(" ".join(f"w{(i * 7) % 23}" for i in range(200)), add_special=False)
+    with Pruner(model, tokens, 48, 2) as p:
+        assert p.n == 2 * (48 - 48 // 8 - 1)
+        same = p.score("1:3x1,block,euler")
+        assert same.kld == 0.0 and same.ppl == p.ppl_off
+        looped = p.score("1:3x3,block,naive")
+        assert looped.kld > 0 and looped.ppl != p.ppl_off and p.score("1:3x3,block,naive") is looped
 
 
 @pytest.mark.parametrize("loop", ["off", LOOP, "1:3x3,layer,euler,kv=last"])
