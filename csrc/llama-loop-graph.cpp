@@ -13,6 +13,10 @@
 #include "llama-graph.h"
 #include "llama-kv-cache.h"
 
+#include "ggml-impl.h" // struct ggml_cgraph, to drop the dead part of a kv-only evaluation
+
+#include <cstring>
+
 void llm_graph_input_loop_rows::set_input(const llama_ubatch * ubatch) {
     std::vector<int32_t> rows(ubatch->n_tokens);
     for (uint32_t i = 0; i < ubatch->n_tokens; ++i) {
@@ -39,6 +43,29 @@ void llama_loop_on_cache_write(const llama_loop_kv_write & w) {
 
 namespace {
 
+// Drops the nodes and leafs appended to gf after the first n_nodes / n_leafs, and rebuilds what
+// ggml_visit_parents keeps beside them (the visited set, the use counts by hash slot) for the
+// rest, so that later expansions and the backends' fusion checks see only the kept graph.
+void rewind_graph(ggml_cgraph * gf, int n_nodes, int n_leafs) {
+    gf->n_nodes = n_nodes;
+    gf->n_leafs = n_leafs;
+    ggml_hash_set & set = gf->visited_hash_set;
+    memset(set.used, 0, sizeof(ggml_bitset_t) * ggml_bitset_size(set.size));
+    for (int i = 0; i < n_leafs; ++i) {
+        gf->use_counts[ggml_hash_insert(&set, gf->leafs[i])] = 0;
+    }
+    for (int i = 0; i < n_nodes; ++i) {
+        gf->use_counts[ggml_hash_insert(&set, gf->nodes[i])] = 0;
+    }
+    for (int i = 0; i < n_nodes; ++i) {
+        for (ggml_tensor * src : gf->nodes[i]->src) {
+            if (src) {
+                gf->use_counts[ggml_hash_find(&set, src)]++;
+            }
+        }
+    }
+}
+
 struct loop_builder {
     llm_graph_context & g;
     const llm_graph_context::llm_layer_fn & layer;
@@ -63,6 +90,19 @@ struct loop_builder {
         }
         ggml_build_forward_expand(g.gf, x); // before the next evaluation's cache writes
         return x;
+    }
+
+    // Layer il on x for its cache writes only (a stash or shadow evaluation whose output nobody
+    // reads): the builder expands its attention, FFN and router too, so they are dropped from the
+    // graph again, and the recorded writes are kept for restore_kv. Returns the first write's index.
+    size_t kv_only(int il, ggml_tensor * x) {
+        const int n_nodes = ggml_graph_n_nodes(g.gf), n_leafs = g.gf->n_leafs;
+        const size_t first = hooks.kv_writes.size();
+        hooks.record_kv = true;
+        layer(il, x, nullptr);
+        hooks.record_kv = false;
+        rewind_graph(g.gf, n_nodes, n_leafs);
+        return first;
     }
 
     // x + (gx - x) / K: one damped sub-step.
@@ -114,12 +154,17 @@ struct loop_builder {
 
     // Emits the recorded writes of layer il (all window layers if il < 0) again, after every read.
     void restore_kv(int il) {
-        for (const auto & w : hooks.kv_writes) {
-            if (il < 0 || w.il == il) {
-                ggml_build_forward_expand(g.gf, w.is_v ? w.mctx->cpy_v(g.ctx0, w.cur, w.idxs, w.il)
-                                                       : w.mctx->cpy_k(g.ctx0, w.cur, w.idxs, w.il));
+        for (size_t i = 0; i < hooks.kv_writes.size(); ++i) {
+            if (il < 0 || hooks.kv_writes[i].il == il) {
+                emit_kv_one(i);
             }
         }
+    }
+
+    void emit_kv_one(size_t i) {
+        const llama_loop_kv_write & w = hooks.kv_writes[i];
+        ggml_build_forward_expand(g.gf, w.is_v ? w.mctx->cpy_v(g.ctx0, w.cur, w.idxs, w.il)
+                                               : w.mctx->cpy_k(g.ctx0, w.cur, w.idxs, w.il));
     }
 
     ggml_tensor * block(ggml_tensor * x0) {
@@ -143,13 +188,15 @@ struct loop_builder {
         for (int il = p.start; il <= p.end; ++il) {
             ggml_tensor * h_out = nullptr;
             if (first_kv && il > p.start) {
-                // shadow evaluation: its K/V are the ones the cache keeps
-                hooks.route     = llama_loop_graph::ROUTE_NATURAL;
-                hooks.record_kv = true;
-                h_out = layer(il, h, nullptr);
-                hooks.record_kv = false;
-                if (il < p.end || rows) { // the last one's output is only needed to select rows
+                // shadow evaluation: its K/V are the ones the cache keeps (restore_kv below)
+                hooks.route = llama_loop_graph::ROUTE_NATURAL;
+                if (il < p.end || rows) {
+                    hooks.record_kv = true;
+                    h_out = layer(il, h, nullptr);
+                    hooks.record_kv = false;
                     ggml_build_forward_expand(g.gf, h_out);
+                } else {
+                    kv_only(il, h); // the last one's output would only be needed to select rows
                 }
             }
             // layer start's first evaluation is on x0, its shadow input: record that one
@@ -169,16 +216,21 @@ struct loop_builder {
     }
 
     // kv=last: layer start stores K/V of y, layer start+1 of L_start(y), ...; the output is only
-    // used (and computed) where some rows do not loop.
+    // used (and computed) where some rows do not loop, else null.
     ggml_tensor * stash(ggml_tensor * y) {
         hooks.route     = llama_loop_graph::ROUTE_NATURAL;
         hooks.record_kv = false;
         ggml_tensor * z = y;
         for (int il = p.start; il <= p.end; ++il) {
-            z = layer(il, z, nullptr);
-            if (il < p.end || rows) {
-                ggml_build_forward_expand(g.gf, z);
+            if (il == p.end && !rows) {
+                const size_t first = kv_only(il, z);
+                for (size_t i = first; i < hooks.kv_writes.size(); ++i) {
+                    emit_kv_one(i);
+                }
+                return nullptr;
             }
+            z = layer(il, z, nullptr);
+            ggml_build_forward_expand(g.gf, z);
         }
         return z;
     }

@@ -53,8 +53,8 @@ void llama_loop_begin_reserve(llama_loop_state & state);
 // True when two states build the same graph topology and constants (graph reuse check).
 bool llama_loop_same_graph(const llama_loop_state & a, const llama_loop_state & b);
 
-// Extra graph nodes a looped graph needs on top of `base` nodes for the unlooped one.
-uint32_t llama_loop_extra_nodes(const llama_loop_state & state, uint32_t base, uint32_t n_layer);
+// Extra graph nodes a looped graph of `model` needs on top of the unlooped one's budget.
+uint32_t llama_loop_extra_nodes(const llama_loop_state & state, const llama_model & model);
 
 // At context creation: applies LOOPCPP_LOOP, else the model's "loopcpp.loop" metadata.
 // Throws std::runtime_error with the reason if the recipe is invalid for this context.

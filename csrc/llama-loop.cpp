@@ -5,8 +5,10 @@
 #include "llama-hardening.h"
 #include "llama-loop-graph.h"
 
+#include "llama-adapter.h"
 #include "llama-batch.h"
 #include "llama-context.h"
+#include "llama-ext.h"
 #include "llama-impl.h"
 #include "llama-kv-cache-iswa.h"
 #include "llama-kv-cache.h"
@@ -355,13 +357,21 @@ bool llama_loop_same_graph(const llama_loop_state & a, const llama_loop_state & 
     return !a.active() || same_recipe(a.params, b.params);
 }
 
-uint32_t llama_loop_extra_nodes(const llama_loop_state & state, uint32_t base, uint32_t n_layer) {
+uint32_t llama_loop_extra_nodes(const llama_loop_state & state, const llama_model & model) {
+    const uint64_t n_layer = model.hparams.n_layer();
     if (!state.active() || n_layer == 0) {
         return 0;
     }
-    // per window layer: K evaluations plus one shadow/stash evaluation, each costing at most a
-    // layer's share of the base budget, plus integrator and cache-restore nodes
-    const uint64_t per_layer = base / n_layer + 16;
+    // llama.cpp budgets 8 nodes per weight tensor (plus LoRA nodes) for the whole graph; one
+    // evaluation of a window layer needs at most its layer's share of that. Per window layer: K
+    // evaluations plus one shadow/stash evaluation, plus integrator, row-select and cache-restore
+    // nodes. (Not the unlooped budget's share: its floor of 1024 nodes would make a small
+    // model's share many times what a layer uses, at every K.)
+    uint64_t total = 8ull * model.n_tensors();
+    for (const auto & lora : model.loras) {
+        total += lora->get_n_nodes();
+    }
+    const uint64_t per_layer = total / n_layer + 16;
     const uint64_t width     = state.params.end - state.params.start + 1;
     const uint64_t extra     = width * (state.params.n_steps + 1) * per_layer + 16 * (uint64_t) state.params.n_steps;
     return (uint32_t) std::min<uint64_t>(extra, UINT32_MAX / 2);
@@ -701,6 +711,23 @@ int32_t llama_loop_sampler_sample(llama_sampler * smpl, llama_context * ctx, int
     } catch (const std::exception & e) {
         return fail(LLAMA_LOOP_ERR_INVALID, std::string("sampling failed: ") + e.what());
     }
+    return ok();
+}
+
+int32_t llama_loop_get_memory(const llama_context * ctx, llama_loop_memory * out) {
+    if (!ctx || !out) {
+        return fail(LLAMA_LOOP_ERR_INVALID, "ctx and out must not be NULL");
+    }
+    *out = {};
+    for (const auto & [buft, m] : llama_get_memory_breakdown(ctx)) {
+        out->model   += m.model;
+        out->context += m.context;
+        out->compute += m.compute;
+    }
+    out->graph_max_nodes = ctx->graph_max_nodes(ctx->n_ubatch());
+    // llm_graph_result's buffer, once for the graph in use and once for the reserve graph
+    out->graph_meta = 2 * (ggml_tensor_overhead() * out->graph_max_nodes +
+                           ggml_graph_overhead_custom(out->graph_max_nodes, false));
     return ok();
 }
 

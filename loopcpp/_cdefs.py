@@ -233,6 +233,14 @@ bool llama_loop_arch_supported(const struct llama_model * model);
 const char * llama_loop_version(void);
 const char * llama_loop_llama_commit(void);
 int32_t llama_loop_api_version(void);
+struct llama_loop_memory {
+    size_t   model;
+    size_t   context;
+    size_t   compute;
+    size_t   graph_meta;
+    uint32_t graph_max_nodes;
+};
+int32_t llama_loop_get_memory(const struct llama_context * ctx, struct llama_loop_memory * out);
 bool llama_loop_abort_on_flag(void * flag);
 int32_t llama_loop_sampler_sample(struct llama_sampler * smpl, struct llama_context * ctx, int32_t idx,
                                   llama_token * token);
@@ -247,4 +255,5 @@ CHECKED_STRUCTS = [
     "llama_chat_message",
     "llama_logit_bias",
     "llama_loop_params",
+    "llama_loop_memory",
 ]

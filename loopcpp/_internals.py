@@ -192,12 +192,14 @@ class TensorTap:
     def __init__(self, names: Sequence[str]) -> None:
         self.names = set(names)
         self.captured: dict[str, list[np.ndarray]] = {}
+        self.asked = 0  # graph nodes the backends ran since the count was last reset
         self.callback = ffi.callback("bool(void *, bool, void *)", self._on_tensor)
 
     def _on_tensor(self, tensor, ask, _user_data) -> bool:
-        name = ffi.string(lib.ggml_get_name(tensor)).decode()
         if ask:
-            return name in self.names
+            self.asked += 1
+            return bool(self.names) and ffi.string(lib.ggml_get_name(tensor)).decode() in self.names
+        name = ffi.string(lib.ggml_get_name(tensor)).decode()
         n = lib.ggml_nelements(tensor)
         if lib.ggml_nbytes(tensor) == 4 * n:
             buf = np.empty(n, dtype=np.float32)
@@ -254,6 +256,13 @@ class ContextHandle(_Owner):
         self.n_vocab = model.n_vocab()
         self._batch = lib.llama_batch_init(self.n_batch, 0, 1)
         self.has_logits = False  # whether the last decode computed logits for its last token
+
+    def memory(self) -> dict:
+        out = ffi.new("struct llama_loop_memory *")
+        if lib.llama_loop_get_memory(self.ptr, out) != 0:
+            raise ContextError(last_loop_error())
+        return {"model": out.model, "kv": out.context, "compute": out.compute, "graph_meta": out.graph_meta,
+                "graph_max_nodes": out.graph_max_nodes}
 
     @property
     def ptr(self):

@@ -508,6 +508,9 @@ def cmd_tune(args) -> int:
         print(f"\nno recipe beat the unlooped model on dev ({args.objective}); nothing to recommend")
     else:
         print(f"\nrecommended: --loop {out['chosen']}")
+        if not out["significant"]:
+            print("  (its dev gain is within noise: the 95 % interval includes zero; more dev data, a larger "
+                  "--limit, would tell)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)

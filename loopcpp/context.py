@@ -55,6 +55,7 @@ class Context:
     type_k / type_v: KV cache types ("f16" default, "f32" for exact comparisons).
     capture: names of graph tensors to copy out at each eval (e.g. "l_out-16", layer 16's
     output), then in `captured`: name -> list of (n_tokens, width) arrays in compute order.
+    count_nodes=True counts the graph nodes each eval runs (graph_nodes), for benchmarks.
     embeddings=True makes an embeddings context (see embed()); pooling: "mean", "cls", "last"
     or "none" (default: the model's own, else mean).
     n_threads: default the physical cores, as llama.cpp's tools choose.
@@ -65,7 +66,7 @@ class Context:
                  type_k: Optional[str] = None, type_v: Optional[str] = None,
                  flash_attn: Optional[bool] = None, loop: LoopLike = None,
                  capture: Optional[Sequence[str]] = None, n_seq_max: int = 1, embeddings: bool = False,
-                 pooling: Optional[str] = None) -> None:
+                 pooling: Optional[str] = None, count_nodes: bool = False) -> None:
         for name, v in (("n_ctx", n_ctx), ("n_batch", n_batch), ("n_ubatch", n_ubatch), ("n_seq_max", n_seq_max)):
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name}={v!r} must be a positive int")
@@ -89,7 +90,7 @@ class Context:
         threads = n_threads or default_threads()
         pooling = (pooling or model.pooling) if embeddings else None
         self.model = model
-        self._tap = TensorTap(capture) if capture else None
+        self._tap = TensorTap(capture or ()) if capture or count_nodes else None
         self._h = ContextHandle(
             model._h, n_ctx, n_batch, min(n_ubatch, n_batch), threads, n_threads_batch or threads,
             GGML_TYPES.get(type_k) if type_k else None, GGML_TYPES.get(type_v) if type_v else None,
@@ -181,6 +182,7 @@ class Context:
             )
         if self._tap is not None:
             self._tap.captured.clear()
+            self._tap.asked = 0
         starts = self._ubatch_split(self.n_past, len(tokens))
         try:
             out = self._h.decode(tokens, self.n_past, logits)
@@ -234,6 +236,21 @@ class Context:
         width = self.model.n_embd
         return {k: [v.reshape(-1, width) if v.size % width == 0 else v for v in vs]
                 for k, vs in self._tap.captured.items()}
+
+    @property
+    def graph_nodes(self) -> int:
+        """Graph nodes the backends ran in the last eval(), summed over its ubatches (a context
+        made with count_nodes=True; the count costs a Python call per node, so time nothing with it)."""
+        if self._tap is None:
+            raise ContextError("graph_nodes needs a context made with count_nodes=True")
+        return self._tap.asked
+
+    @_exclusive
+    def memory(self) -> dict:
+        """Bytes the context holds, summed over host and devices: "model" (weights), "kv" (the
+        cache), "compute" (compute buffers, reserved for the current loop's largest graph),
+        "graph_meta" (graph metadata on the host), and "graph_max_nodes" (the node budget)."""
+        return self._h.memory()
 
     def _ubatch_split(self, pos0: int, n: int) -> list[int]:
         """Where llama.cpp starts ubatches for n tokens at pos0: every n_ubatch tokens within

@@ -145,6 +145,12 @@ def test_tune_prunes_confirms_on_dev_and_reports_on_test(tiny_models, tmp_path):
     ppls = [c["ppl"] for c in out["pruned"]]
     assert ppls == sorted(ppls) and len(out["shortlist"]) == 2
     assert out["best"] in out["shortlist"] and out["chosen"] in (None, out["best"])
+    # a recommendation is flagged significant only when its dev interval excludes zero
+    if out["chosen"] is None:
+        assert out["significant"] is False
+    else:
+        row = next(r for r in out["dev"]["rows"] if r["config"] == out["chosen"])
+        assert out["significant"] == (row["delta_ppl"]["hi"] < 0)
     assert [r["config"] for r in out["test"]["rows"]] == ["off", out["best"]]
     assert out["dev"]["spec"].endswith("-dev") and out["test"]["spec"].endswith("-test")
 

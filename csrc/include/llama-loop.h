@@ -22,7 +22,7 @@ extern "C" {
 #endif
 
 // Version of the loop API below; bumped when a declaration in this header changes.
-#define LLAMA_LOOP_API_VERSION 3
+#define LLAMA_LOOP_API_VERSION 4
 
 // Largest number of sub-steps K accepted.
 #define LLAMA_LOOP_MAX_STEPS 64
@@ -137,6 +137,18 @@ LLAMA_API bool llama_loop_abort_on_flag(void * flag);
 // sampler's state is undefined: free it.
 LLAMA_API int32_t llama_loop_sampler_sample(struct llama_sampler * smpl, struct llama_context * ctx, int32_t idx,
                                             llama_token * token);
+
+// What a context holds, in bytes summed over its buffer types (host and devices), for benchmarks.
+struct llama_loop_memory {
+    size_t   model;           // weights
+    size_t   context;         // KV cache (and recurrent state)
+    size_t   compute;         // compute buffers, as reserved for the current loop's largest graph
+    size_t   graph_meta;      // host memory of the graph metadata (tensor headers, node lists): two graphs
+    uint32_t graph_max_nodes; // node budget of one graph of n_ubatch tokens, loop included
+};
+
+// Fills *out for `ctx`. Returns LLAMA_LOOP_OK, or LLAMA_LOOP_ERR_INVALID for NULL arguments.
+LLAMA_API int32_t llama_loop_get_memory(const struct llama_context * ctx, struct llama_loop_memory * out);
 
 // loopcpp's version string, e.g. "0.1.0".
 LLAMA_API const char * llama_loop_version(void);

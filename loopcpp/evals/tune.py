@@ -174,6 +174,12 @@ def _objective(summary: dict, name: str) -> float:
     return -row["ppl"] if summary["kind"] == "ppl" else row["acc"]
 
 
+def _significant(summary: dict, name: str) -> bool:
+    """Whether the paired 95 % interval of name's gain over the unlooped model excludes zero."""
+    row = next(r for r in summary["rows"] if r["config"] == name)
+    return row["delta_ppl"]["hi"] < 0 if summary["kind"] == "ppl" else row["delta_acc_pp"]["lo"] > 0
+
+
 def tune(model: Model, objective: str = "ppl", corpus: str = "boolq", keep: int = 3, prune_windows: int = 1,
          window: int = 384, confirm_window: int = 512, limit: Optional[int] = 100, max_kld: float = 0.5,
          grid: Optional[list[str]] = None, exhaustive: bool = False, beam: int = 2, n_threads: Optional[int] = None,
@@ -215,5 +221,5 @@ def tune(model: Model, objective: str = "ppl", corpus: str = "boolq", keep: int 
     seconds["test"] = time.perf_counter() - t2
     return {"objective": objective, "search": "grid" if grid is not None else "staged", "grid": len(ranked),
             "prune_tokens": pruner.n, "prune_ppl_off": base_ppl, "pruned": [c.__dict__ for c in ranked],
-            "shortlist": [c.spec for c in shortlist], "dev": dev, "best": best, "chosen": chosen, "test": test,
-            "seconds": seconds}
+            "shortlist": [c.spec for c in shortlist], "dev": dev, "best": best, "chosen": chosen,
+            "significant": chosen is not None and _significant(dev, chosen), "test": test, "seconds": seconds}
