@@ -1,4 +1,5 @@
-"""The `loopcpp` command: chat, run, info and models. It only parses arguments and calls the API."""
+"""The `loopcpp` command: chat, run, info, models, eval, tune, bench, bake, dup and serve. It only
+parses arguments and calls the API."""
 
 from __future__ import annotations
 
@@ -34,6 +35,9 @@ EXAMPLES = {
              "  loopcpp serve --loop auto -np 8 -- --api-key secret     # after --: llama-server's own flags\n"
              "  curl localhost:8080/v1/chat/completions -d '{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], "
              "\"loop\": \"off\"}'",
+    "bench": "loopcpp bench --loop auto --loop autox6 --loop auto,layer,kv=last     # pp512 tg128, 5 rounds\n"
+             "  loopcpp bench model.gguf --loop 12:15x3 --decode full -p 2048 -ub 512 --json b.json --plot b.png\n"
+             "  loopcpp bench model.gguf --stock         # loop off against an unmodified llama.cpp build",
     "tune": "loopcpp tune                                  # perplexity on BoolQ passages\n"
             "  loopcpp tune model.gguf --objective arc_easy --limit 300 --bake model-looped.gguf",
 }
@@ -166,6 +170,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bake", metavar="OUT.gguf", help="write the chosen recipe into a copy of the model")
     p.add_argument("--json", help="write every measurement as JSON")
     p.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: all)")
+
+    p = cmd("bench", "llama-bench style tokens/s of the unlooped model and each loop, taking turns, "
+                     "with time ratios beside the ratios expected from counting layer evaluations")
+    p.add_argument("model", nargs="?", help=f"a .gguf file or a catalog name (default: {catalog.DEFAULT_MODEL})")
+    p.add_argument("--loop", metavar="SPEC", action="append", default=[],
+                   help="a loop to measure (repeatable; default: auto)")
+    p.add_argument("-p", "--n-prompt", type=int, default=512, help="prompt tokens (pp; 0: none) (default: 512)")
+    p.add_argument("-n", "--n-gen", type=int, default=128, help="generated tokens (tg; 0: none) (default: 128)")
+    p.add_argument("-r", "--repetitions", type=int, default=5, help="rounds (default: 5)")
+    p.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: the physical cores)")
+    p.add_argument("-b", "--batch-size", type=int, default=None, help="tokens per llama_decode (default: the prompt)")
+    p.add_argument("-ub", "--ubatch-size", type=int, default=512, help="tokens per ubatch (default: 512)")
+    p.add_argument("-ngl", "--n-gpu-layers", type=int, default=None,
+                   help="layers to offload to the GPU (default: all on a GPU build)")
+    p.add_argument("-fa", "--flash-attn", choices=["on", "off", "auto"], default="auto", help="flash attention")
+    p.add_argument("--decode", metavar="MODE", help="decode mode for every loop: bypass, full or first:N")
+    p.add_argument("--stock", action="store_true",
+                   help="instead: loop off against an unmodified build of the same llama.cpp (built once, cached)")
+    p.add_argument("--json", help="write every measurement as JSON")
+    p.add_argument("--plot", metavar="PNG", help="plot measured against expected time ratios")
+    _add_log_args(p)
 
     p = cmd("bake", "write a copy of a GGUF whose metadata carries a loop recipe (loopcpp.loop)")
     p.add_argument("model", help="a .gguf file or a catalog name")
@@ -545,6 +570,33 @@ def cmd_dup(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from . import bench
+    from .model import Model
+
+    loops = args.loop or ["auto"]
+    _check_loops(loops + ([f"auto,decode={args.decode}"] if args.decode else []))
+    path = catalog.resolve_model(args.model)
+    flash = {"on": True, "off": False, "auto": None}[args.flash_attn]
+    if args.stock:
+        from .stock import compare_with_stock, format_table
+
+        out = compare_with_stock(path, args.n_prompt, args.n_gen, args.repetitions, args.threads)
+        print(format_table(out))
+    else:
+        with Model(path, n_gpu_layers=args.n_gpu_layers) as model:
+            out = bench.run(model, loops, args.n_prompt, args.n_gen, args.repetitions, args.threads,
+                            args.batch_size, args.ubatch_size, flash, args.decode)
+        print(bench.format_table(out))
+        if args.plot:
+            bench.plot(out, args.plot)
+            print(f"wrote {args.plot}", file=sys.stderr)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+    return 0
+
+
 def cmd_serve(args) -> int:
     from .serve import serve
 
@@ -552,7 +604,7 @@ def cmd_serve(args) -> int:
 
 
 COMMANDS = {"chat": cmd_chat, "run": cmd_run, "info": cmd_info, "models": cmd_models, "eval": cmd_eval,
-            "tune": cmd_tune, "bake": cmd_bake, "dup": cmd_dup, "serve": cmd_serve}
+            "tune": cmd_tune, "bench": cmd_bench, "bake": cmd_bake, "dup": cmd_dup, "serve": cmd_serve}
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
