@@ -21,19 +21,20 @@ import sys
 
 from tqdm import tqdm
 
-from bench_loop import bench_once  # the same pp + tg measurement as the loop bench
 
 
 def measure(model_path: str, n_pp: int, n_tg: int, threads: int | None) -> dict:
     """One pp + tg measurement in this process (the child's job)."""
     import loopcpp
+    from loopcpp import bench  # the same pp + tg measurement as `loopcpp bench`
 
     with loopcpp.Model(model_path) as model, model.context(
         n_ctx=n_pp + n_tg + 16, n_batch=n_pp, n_ubatch=n_pp, n_threads=threads
     ) as ctx:
-        prompt = [(i * 7919) % (model.n_vocab - 10) + 5 for i in range(n_pp)]
-        bench_once(ctx, prompt[:32], 4)  # warm-up: weights paged in, graphs reserved
-        pp, tg = bench_once(ctx, prompt, n_tg)
+        prompt = bench._tokens(model, n_pp)
+        bench._time_pp(ctx, prompt[:32])  # warm-up: weights paged in, graphs reserved
+        pp = bench._time_pp(ctx, prompt)
+        tg = bench._time_tg(ctx, prompt[:n_tg])[0]
         info = loopcpp._lib.ffi.string(loopcpp._lib.lib.llama_print_system_info()).decode().strip()
     return {"pp_tps": pp, "tg_tps": tg, "system_info": info}
 

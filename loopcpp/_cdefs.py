@@ -233,6 +233,17 @@ bool llama_loop_arch_supported(const struct llama_model * model);
 const char * llama_loop_version(void);
 const char * llama_loop_llama_commit(void);
 int32_t llama_loop_api_version(void);
+struct llama_perf_context_data {
+    double t_start_ms;
+    double t_load_ms;
+    double t_p_eval_ms;
+    double t_eval_ms;
+    int32_t n_p_eval;
+    int32_t n_eval;
+    int32_t n_reused;
+};
+struct llama_perf_context_data llama_perf_context(const struct llama_context * ctx);
+void llama_perf_context_reset(struct llama_context * ctx);
 struct llama_loop_memory {
     size_t   model;
     size_t   context;
@@ -256,4 +267,5 @@ CHECKED_STRUCTS = [
     "llama_logit_bias",
     "llama_loop_params",
     "llama_loop_memory",
+    "llama_perf_context_data",
 ]

@@ -257,6 +257,13 @@ class ContextHandle(_Owner):
         self._batch = lib.llama_batch_init(self.n_batch, 0, 1)
         self.has_logits = False  # whether the last decode computed logits for its last token
 
+    def perf(self) -> dict:
+        d = lib.llama_perf_context(self.ptr)
+        return {"n_prompt": d.n_p_eval, "n_eval": d.n_eval, "graphs_reused": d.n_reused}
+
+    def perf_reset(self) -> None:
+        lib.llama_perf_context_reset(self.ptr)
+
     def memory(self) -> dict:
         out = ffi.new("struct llama_loop_memory *")
         if lib.llama_loop_get_memory(self.ptr, out) != 0:

@@ -139,12 +139,16 @@ def _time_pp(ctx, prompt: Sequence[int]) -> float:
     return len(prompt) / (time.perf_counter() - t0)
 
 
-def _time_tg(ctx, tokens: Sequence[int]) -> float:
+def _time_tg(ctx, tokens: Sequence[int]) -> tuple[float, int]:
+    """Tokens/s of generating `tokens` one by one from an empty cache, and how many of those
+    decode steps reused the previous step's graph (llama.cpp's graph reuse)."""
     ctx.reset()
+    ctx.perf(reset=True)
     t0 = time.perf_counter()
     for t in tokens:
         ctx.eval([t], logits="last")
-    return len(tokens) / (time.perf_counter() - t0)
+    tps = len(tokens) / (time.perf_counter() - t0)
+    return tps, ctx.perf()["graphs_reused"]
 
 
 def _count_nodes(model: Model, spec: str, n_ubatch: int, flash_attn: Optional[bool]) -> tuple[int, int]:
@@ -198,7 +202,9 @@ def run(model: Model, loops: Sequence[str], n_prompt: int = 512, n_gen: int = 12
             if n_prompt:
                 pp[spec].append(_time_pp(ctx, prompt))
             if n_gen:
-                tg[spec].append(_time_tg(ctx, gen))
+                tps, reused = _time_tg(ctx, gen)
+                tg[spec].append(tps)
+                info[spec]["tg_graphs_reused"] = reused
             info[spec]["rss"] = max(info[spec].get("rss", 0), rss_bytes())
     rows = []
     for spec in specs:
@@ -260,10 +266,11 @@ def format_table(result: dict) -> str:
     mib = 1 << 20
     lines = [f"model: {c['model']}, threads {c['n_threads'] or 'default'}, pp{c['n_prompt']} tg{c['n_gen']}, "
              f"n_ubatch {c['n_ubatch']}, median (min-max) of {c['repetitions']} interleaved rounds; "
-             "time x: looped time over unlooped time, measured / expected from the layer evaluations"]
+             "time x: looped time over unlooped time, measured / expected from the layer evaluations; "
+             "reuse: tg steps that reused the previous step's graph"]
     w = max(len(r["spec"]) for r in result["rows"])
     lines.append(f"{'loop':<{w}}  {'pp t/s':>20} {'time x':>13}  {'tg t/s':>20} {'time x':>13}  "
-                 f"{'KV MiB':>7} {'compute MiB':>11} {'nodes pp/tg':>11} {'RSS MiB':>8}")
+                 f"{'reuse':>7}  {'KV MiB':>7} {'compute MiB':>11} {'nodes pp/tg':>11} {'RSS MiB':>8}")
     for r in result["rows"]:
         cells = []
         for kind in ("pp", "tg"):
@@ -273,8 +280,9 @@ def format_table(result: dict) -> str:
             else:
                 cells += ["-", "-"]
         m = r["memory"]
+        reuse = f"{r['tg_graphs_reused']}/{c['n_gen']}" if "tg_graphs_reused" in r else "-"
         lines.append(f"{r['spec']:<{w}}  {cells[0]:>20} {cells[1]:>13}  {cells[2]:>20} {cells[3]:>13}  "
-                     f"{m['kv'] / mib:7.2f} {m['compute'] / mib:11.2f} {r['nodes_pp']:>5}/{r['nodes_tg']:<5} "
+                     f"{reuse:>7}  {m['kv'] / mib:7.2f} {m['compute'] / mib:11.2f} {r['nodes_pp']:>5}/{r['nodes_tg']:<5} "
                      f"{r['rss'] / mib:8.0f}")
     lines.append(f"peak RSS of the process: {c['peak_rss'] / mib:.0f} MiB; loops as resolved:")
     lines += [f"  {r['spec']}: {r['loop']}" for r in result["rows"][1:] if r["spec"] != r["loop"]]

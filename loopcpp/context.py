@@ -246,6 +246,17 @@ class Context:
         return self._tap.asked
 
     @_exclusive
+    def perf(self, reset: bool = False) -> dict:
+        """llama.cpp's counters since the context was made or last reset: "n_prompt" (tokens in
+        ubatches of more than one), "n_eval" (one-token decode steps) and "graphs_reused" (decodes
+        that reused the previous graph instead of building one). reset=True zeroes them after
+        reading. (Its timings are off in contexts made with llama.cpp's default parameters.)"""
+        out = self._h.perf()
+        if reset:
+            self._h.perf_reset()
+        return out
+
+    @_exclusive
     def memory(self) -> dict:
         """Bytes the context holds, summed over host and devices: "model" (weights), "kv" (the
         cache), "compute" (compute buffers, reserved for the current loop's largest graph),

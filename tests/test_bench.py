@@ -81,6 +81,8 @@ def test_bench_measures_each_loop_against_the_unlooped_model(tiny_models):
     assert len({r["memory"]["kv"] for r in rows}) == 1
     assert off["nodes_pp"] < looped["nodes_pp"] < full["nodes_pp"]
     assert looped["nodes_tg"] == off["nodes_tg"] < full["nodes_tg"]
+    # decode steps reuse their graph, looped (decode=full) or bypassed, as unlooped ones do
+    assert off["tg_graphs_reused"] == looped["tg_graphs_reused"] == full["tg_graphs_reused"] >= 4 - 2
     assert all(r["rss"] > 0 for r in rows) and out["config"]["peak_rss"] >= max(r["rss"] for r in rows)
     text = bench.format_table(out)
     assert "1:3x3,kv=last,decode=full" in text and "time x" in text
@@ -127,3 +129,13 @@ def test_stock_build_compares(tiny_paths):
     ours, theirs = out["rows"]
     assert theirs["pp_speed_ratio"] == 1.0 and ours["pp_tps"] > 0 and theirs["tg_tps"] > 0
     assert (stock.build_stock(progress=False) / stock.LIBRARY).exists()
+
+
+def test_perf_counts_decode_steps_and_graph_reuse(tiny_models):
+    with tiny_models["llama"].context(n_ctx=64, loop="1:3x2,decode=full") as ctx:
+        ctx.perf(reset=True)
+        ctx.eval(list(range(5, 15)))
+        for t in range(5):
+            ctx.eval([t + 20])
+        p = ctx.perf(reset=True)
+        assert p["n_prompt"] == 10 and p["n_eval"] == 5 and p["graphs_reused"] == 4
