@@ -714,6 +714,79 @@ int32_t llama_loop_sampler_sample(llama_sampler * smpl, llama_context * ctx, int
     return ok();
 }
 
+int32_t llama_loop_guarded_decode(llama_context * ctx, llama_batch batch) {
+    if (!ctx) {
+        return fail(LLAMA_LOOP_ERR_INVALID, "ctx must not be NULL");
+    }
+    try {
+        llama_assert_scope assert_scope; // an abort on this thread (the RPC client's) becomes an exception
+        return llama_decode(ctx, batch);
+    } catch (const std::exception & e) {
+        return fail(LLAMA_LOOP_ERR_BACKEND, std::string("decode failed in a backend: ") + e.what());
+    }
+}
+
+int32_t llama_loop_guarded_free(llama_context * ctx) {
+    try {
+        llama_assert_scope assert_scope;
+        llama_free(ctx);
+    } catch (const std::exception & e) {
+        return fail(LLAMA_LOOP_ERR_BACKEND, std::string("freeing the context failed in a backend: ") + e.what());
+    }
+    return ok();
+}
+
+int32_t llama_loop_guarded_model_free(llama_model * model) {
+    try {
+        llama_assert_scope assert_scope;
+        llama_model_free(model);
+    } catch (const std::exception & e) {
+        return fail(LLAMA_LOOP_ERR_BACKEND, std::string("freeing the model failed in a backend: ") + e.what());
+    }
+    return ok();
+}
+
+int32_t llama_loop_rpc_add_server(const char * endpoint, void ** devices, size_t n_max) {
+    if (!endpoint || !*endpoint) {
+        return fail(LLAMA_LOOP_ERR_INVALID, "endpoint must be \"host:port\"");
+    }
+    ggml_backend_reg_t rpc = ggml_backend_reg_by_name("RPC");
+    if (!rpc) {
+        return fail(LLAMA_LOOP_ERR_UNSUPPORTED, "this build has no RPC backend (build with -DGGML_RPC=ON)");
+    }
+    using add_server_fn = ggml_backend_reg_t (*)(const char *);
+    auto add_server = (add_server_fn) ggml_backend_reg_get_proc_address(rpc, "ggml_backend_rpc_add_server");
+    if (!add_server) {
+        return fail(LLAMA_LOOP_ERR_UNSUPPORTED, "the RPC backend has no ggml_backend_rpc_add_server");
+    }
+    static std::mutex mutex;
+    static std::unordered_map<std::string, ggml_backend_reg_t> registered; // ggml_backend_register once each
+    std::lock_guard<std::mutex> lock(mutex);
+    ggml_backend_reg_t reg = nullptr;
+    auto it = registered.find(endpoint);
+    if (it != registered.end()) {
+        reg = it->second;
+    } else {
+        try {
+            llama_assert_scope assert_scope; // ggml aborts when it cannot connect
+            reg = add_server(endpoint);
+        } catch (const std::exception & e) {
+            return fail(LLAMA_LOOP_ERR_INVALID, std::string("RPC server ") + endpoint + ": " + e.what());
+        }
+        if (!reg) {
+            return fail(LLAMA_LOOP_ERR_INVALID, std::string("RPC server ") + endpoint + " reports no devices");
+        }
+        ggml_backend_register(reg);
+        registered[endpoint] = reg;
+    }
+    const size_t n = ggml_backend_reg_dev_count(reg);
+    for (size_t i = 0; devices && i < n && i < n_max; ++i) {
+        devices[i] = ggml_backend_reg_dev_get(reg, i);
+    }
+    ok();
+    return (int32_t) n;
+}
+
 int32_t llama_loop_get_memory(const llama_context * ctx, llama_loop_memory * out) {
     if (!ctx || !out) {
         return fail(LLAMA_LOOP_ERR_INVALID, "ctx and out must not be NULL");

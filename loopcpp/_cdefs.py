@@ -108,6 +108,9 @@ void llama_log_set(ggml_log_callback log_callback, void * user_data);
 const char * llama_print_system_info(void);
 bool llama_supports_gpu_offload(void);
 size_t ggml_backend_dev_count(void);
+int ggml_backend_dev_type(void * device);
+void * ggml_backend_dev_backend_reg(void * device);
+const char * ggml_backend_reg_name(void * reg);
 void * ggml_backend_dev_get(size_t index);
 const char * ggml_backend_dev_name(void * device);
 const char * ggml_backend_dev_description(void * device);
@@ -244,6 +247,10 @@ struct llama_perf_context_data {
 };
 struct llama_perf_context_data llama_perf_context(const struct llama_context * ctx);
 void llama_perf_context_reset(struct llama_context * ctx);
+int32_t llama_loop_guarded_decode(struct llama_context * ctx, struct llama_batch batch);
+int32_t llama_loop_guarded_free(struct llama_context * ctx);
+int32_t llama_loop_guarded_model_free(struct llama_model * model);
+int32_t llama_loop_rpc_add_server(const char * endpoint, void ** devices, size_t n_max);
 struct llama_loop_memory {
     size_t   model;
     size_t   context;

@@ -59,14 +59,65 @@ class _Owner:
             pass
 
 
-class ModelHandle(_Owner):
+# enum ggml_backend_dev_type
+_DEV_GPU, _DEV_IGPU = 1, 2
+_MAX_RPC_DEVICES = 16
+
+
+def _is_rpc(dev) -> bool:
+    return ffi.string(lib.ggml_backend_reg_name(lib.ggml_backend_dev_backend_reg(dev))) == b"RPC"
+
+
+def rpc_devices(endpoint: str) -> list:
+    """The devices of the ggml-rpc-server at endpoint ("host:port"), registered with ggml once."""
+    if not isinstance(endpoint, str) or ":" not in endpoint:
+        raise ValueError(f"RPC endpoint {endpoint!r} must be \"host:port\"")
+    buf = ffi.new("void *[]", _MAX_RPC_DEVICES)
+    n = lib.llama_loop_rpc_add_server(endpoint.encode(), buf, _MAX_RPC_DEVICES)
+    if n < 0:
+        raise ModelLoadError(f"{last_loop_error()} (start one with `loopcpp rpc-server --port PORT` on that host)")
+    return [buf[i] for i in range(min(n, _MAX_RPC_DEVICES))]
+
+
+def model_devices(rpc: Sequence[str]):
+    """llama_model_params.devices: None (llama.cpp's default, every GPU) unless RPC servers are in
+    play: then the RPC devices of `rpc` first (fewer transfers, as llama.cpp orders them) and the
+    local GPUs, so that a model asks for no server another model registered."""
+    chosen = [d for endpoint in rpc for d in rpc_devices(endpoint)]
+    devices = [lib.ggml_backend_dev_get(i) for i in range(lib.ggml_backend_dev_count())]
+    if not chosen and not any(_is_rpc(d) for d in devices):
+        return None
+    local = [d for d in devices if lib.ggml_backend_dev_type(d) in (_DEV_GPU, _DEV_IGPU) and not _is_rpc(d)]
+    return ffi.new("void *[]", chosen + local + [ffi.NULL])
+
+
+class BackendFailure:
+    """Marks a handle whose backend failed (an RPC server died): every use but close() raises, and
+    close() leaks what the handle holds (llama.cpp's destructors would abort the process)."""
+
+    broken: Optional[str] = None
+
+    @property
+    def ptr(self):
+        if self.broken:
+            raise DecodeError(f"{self.broken}; this {self.what} cannot be used again: close it")
+        return _Owner.ptr.fget(self)
+
+
+class ModelHandle(BackendFailure, _Owner):
     what = "Model"
 
     def __init__(self, path: str, n_gpu_layers: int, use_mmap: bool, vocab_only: bool, repack: bool = True,
-                 use_mlock: bool = False) -> None:
+                 use_mlock: bool = False, rpc: Sequence[str] = (), tensor_split: Sequence[float] = ()) -> None:
         if not os.path.isfile(path):
             raise ModelLoadError(f"model file not found: {path}")
         params = lib.llama_model_default_params()
+        self._devices = model_devices(rpc)  # kept alive: llama.cpp reads it while loading
+        if self._devices is not None:
+            params.devices = self._devices
+        if tensor_split:
+            self._split = ffi.new("float[]", list(tensor_split) + [0.0] * (128 - len(tensor_split)))
+            params.tensor_split = self._split
         params.n_gpu_layers = n_gpu_layers
         params.vocab_only = vocab_only
         params.use_extra_bufts = repack
@@ -86,7 +137,9 @@ class ModelHandle(_Owner):
         return self._vocab
 
     def _free(self, ptr) -> None:
-        lib.llama_model_free(ptr)
+        if self.broken:  # freeing buffers on a dead RPC server aborts inside llama.cpp's destructors
+            return  # so the model is leaked instead
+        lib.llama_loop_guarded_model_free(ptr)
 
     # metadata
     def n_layer(self) -> int: return lib.llama_model_n_layer(self.ptr)
@@ -208,7 +261,7 @@ class TensorTap:
         return True
 
 
-class ContextHandle(_Owner):
+class ContextHandle(BackendFailure, _Owner):
     what = "Context"
 
     def __init__(self, model: ModelHandle, n_ctx: int, n_batch: int, n_ubatch: int, n_threads: int,
@@ -279,7 +332,9 @@ class ContextHandle(_Owner):
 
     def _free(self, ptr) -> None:
         lib.llama_batch_free(self._batch)
-        lib.llama_free(ptr)
+        if self.broken:  # as ModelHandle._free: leaked, since its destructor would abort
+            return
+        lib.llama_loop_guarded_free(ptr)
 
     def set_cancelled(self, on: bool) -> None:
         self._abort_flag[0] = 1 if on else 0
@@ -294,6 +349,12 @@ class ContextHandle(_Owner):
         if p == ffi.NULL:
             raise DecodeError(f"llama.cpp returned no embedding for sequence {seq}")
         return np.frombuffer(ffi.buffer(p, 4 * n_embd), dtype=np.float32).copy()
+
+    def _decode_failure(self, rc: int) -> DecodeError:
+        err = _decode_failure(rc)
+        if rc == _ERR_BACKEND:  # the context, and the model whose weights that backend held, are gone
+            self.broken = self.model.broken = str(err)
+        return err
 
     def decode(self, tokens: Sequence[int], pos0: int, want: str) -> Optional[np.ndarray]:
         """Evaluates tokens at positions pos0..; returns logits for "all", "last" or "none";
@@ -314,9 +375,9 @@ class ContextHandle(_Owner):
                 last = start + i == n - 1
                 b.logits[i] = 1 if (want == "all" or (want in ("last", "sample") and last)) else 0
             log.clear()  # so that an error message quotes this decode's log only
-            rc = lib.llama_decode(ctx, b)
+            rc = lib.llama_loop_guarded_decode(ctx, b)
             if rc != 0:
-                raise _decode_failure(rc)
+                raise self._decode_failure(rc)
             if want == "all":
                 out.append(self._logits_at(range(len(chunk))))
         self.has_logits = want != "none"
@@ -346,9 +407,9 @@ class ContextHandle(_Owner):
                 batch.logits[i] = 1 if want[i] else 0
             log.clear()
             self.has_logits = False
-            rc = lib.llama_decode(ctx, batch)
+            rc = lib.llama_loop_guarded_decode(ctx, batch)
             if rc != 0:
-                raise _decode_failure(rc)
+                raise self._decode_failure(rc)
         finally:
             lib.llama_batch_free(batch)
         if not read_logits:
@@ -431,7 +492,12 @@ class ContextHandle(_Owner):
         return out[0]
 
 
+_ERR_BACKEND = -4  # LLAMA_LOOP_ERR_BACKEND
+
+
 def _decode_failure(rc: int) -> DecodeError:
+    if rc == _ERR_BACKEND:
+        return DecodeError(last_loop_error())
     if rc == 2:
         return CancelledError("the evaluation was cancelled (Context.cancel())")
     return DecodeError(_decode_error(rc))

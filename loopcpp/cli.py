@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 from . import catalog
 from .kvtypes import GGML_TYPES
 from .errors import LoopcppError
+from .rpc import parse_endpoints
 
 EXAMPLES = {
     "chat": "loopcpp chat                                  # default model, fetched on first use\n"
@@ -38,6 +39,8 @@ EXAMPLES = {
     "bench": "loopcpp bench --loop auto --loop autox6 --loop auto,layer,kv=last     # pp512 tg128, 5 rounds\n"
              "  loopcpp bench model.gguf --loop 12:15x3 --decode full -p 2048 -ub 512 --json b.json --plot b.png\n"
              "  loopcpp bench model.gguf --stock         # loop off against an unmodified llama.cpp build",
+    "rpc-server": "loopcpp rpc-server --host 0.0.0.0 --port 50052          # on each machine that lends its CPU/GPU\n"
+                  "  loopcpp chat model.gguf --rpc 192.168.1.7:50052,192.168.1.8:50052 --loop auto",
     "tune": "loopcpp tune                                  # perplexity on BoolQ passages\n"
             "  loopcpp tune model.gguf --objective arc_easy --limit 300 --bake model-looped.gguf",
 }
@@ -53,6 +56,7 @@ def _add_model_args(p: argparse.ArgumentParser, optional: bool) -> None:
     g.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: the physical cores)")
     g.add_argument("-ngl", "--n-gpu-layers", type=int, default=None,
                    help="layers to offload to the GPU (default: all on a GPU build; fewer to save GPU memory)")
+    _add_rpc_arg(g)
     g.add_argument("-c", "--ctx-size", type=int, default=4096, help="context size in tokens (default: 4096)")
     g.add_argument("-b", "--batch-size", type=int, default=512, help="tokens per llama_decode (default: 512)")
     g.add_argument("-ub", "--ubatch-size", type=int, default=512,
@@ -65,6 +69,11 @@ def _add_model_args(p: argparse.ArgumentParser, optional: bool) -> None:
     g.add_argument("--chat-template", metavar="NAME|JINJA",
                    help="a llama.cpp built-in template name (chatml, llama3, gemma, ...) or Jinja text")
     _add_log_args(p)
+
+
+def _add_rpc_arg(p) -> None:
+    p.add_argument("--rpc", action="append", metavar="HOST:PORT[,...]",
+                   help="offload layers to these `loopcpp rpc-server`s (repeatable), as llama.cpp's --rpc")
 
 
 def _add_log_args(p: argparse.ArgumentParser) -> None:
@@ -153,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: all)")
     p.add_argument("-ngl", "--n-gpu-layers", type=int, default=None,
                    help="layers to offload to the GPU (default: all on a GPU build)")
+    _add_rpc_arg(p)
     _add_log_args(p)
 
     p = cmd("tune", "search a loop recipe on dev data, then report it on held-out test data")
@@ -185,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-ngl", "--n-gpu-layers", type=int, default=None,
                    help="layers to offload to the GPU (default: all on a GPU build)")
     p.add_argument("-fa", "--flash-attn", choices=["on", "off", "auto"], default="auto", help="flash attention")
+    _add_rpc_arg(p)
     p.add_argument("--decode", metavar="MODE", help="decode mode for every loop: bypass, full or first:N")
     p.add_argument("--stock", action="store_true",
                    help="instead: loop off against an unmodified build of the same llama.cpp (built once, cached)")
@@ -220,6 +231,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "keeps logits for a whole batch: n_vocab x ubatch floats")
     p.add_argument("--cache-prompt", action="store_true",
                    help="reuse cached prompt prefixes (faster; a looped answer may then depend on earlier requests)")
+
+    p = cmd("rpc-server", "serve this machine's CPU (or GPU) to other machines' --rpc over ggml's RPC protocol "
+                          "(no authentication: trusted networks only)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("-p", "--port", type=int, default=50052, help="port (default: 50052)")
+    p.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: the server's)")
+    p.add_argument("-d", "--device", help="the device(s) to serve, e.g. CUDA0 (default: all)")
+    p.add_argument("-c", "--cache", action="store_true", help="cache large tensors locally (faster reloads)")
 
     p = cmd("models", "list the catalog of offline models, or fetch one")
     p.add_argument("action", nargs="?", choices=["list", "fetch"], default="list")
@@ -278,7 +297,7 @@ def _open(args):
     flash = {"on": True, "off": False, "auto": None}[args.flash_attn]
     path = catalog.resolve_model(args.model)
     model = Model(path, n_gpu_layers=args.n_gpu_layers, use_mmap=not args.no_mmap, use_mlock=args.mlock,
-                  chat_template=args.chat_template)
+                  chat_template=args.chat_template, rpc=parse_endpoints(args.rpc))
     try:
         ctx = model.context(n_ctx=args.ctx_size, n_batch=args.batch_size, n_ubatch=args.ubatch_size,
                             n_threads=args.threads, flash_attn=flash, type_k=args.cache_type_k,
@@ -491,7 +510,7 @@ def cmd_eval(args) -> int:
     tasks = task_list(args.task or ["ppl"])
     path = catalog.resolve_model(args.model)
     summaries, results = [], []
-    with Model(path, n_gpu_layers=args.n_gpu_layers) as model:
+    with Model(path, n_gpu_layers=args.n_gpu_layers, rpc=parse_endpoints(args.rpc)) as model:
         for task in tasks:
             name, _, corpus = task.partition(":")
             spec = TaskSpec(name, fmt=args.format, shots=args.shots, split=args.split, limit=args.limit,
@@ -584,7 +603,7 @@ def cmd_bench(args) -> int:
         out = compare_with_stock(path, args.n_prompt, args.n_gen, args.repetitions, args.threads)
         print(format_table(out))
     else:
-        with Model(path, n_gpu_layers=args.n_gpu_layers) as model:
+        with Model(path, n_gpu_layers=args.n_gpu_layers, rpc=parse_endpoints(args.rpc)) as model:
             out = bench.run(model, loops, args.n_prompt, args.n_gen, args.repetitions, args.threads,
                             args.batch_size, args.ubatch_size, flash, args.decode)
         print(bench.format_table(out))
@@ -597,6 +616,12 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_rpc_server(args) -> int:
+    from .rpc import run
+
+    return run(args)
+
+
 def cmd_serve(args) -> int:
     from .serve import serve
 
@@ -604,7 +629,8 @@ def cmd_serve(args) -> int:
 
 
 COMMANDS = {"chat": cmd_chat, "run": cmd_run, "info": cmd_info, "models": cmd_models, "eval": cmd_eval,
-            "tune": cmd_tune, "bench": cmd_bench, "bake": cmd_bake, "dup": cmd_dup, "serve": cmd_serve}
+            "tune": cmd_tune, "bench": cmd_bench, "bake": cmd_bake, "dup": cmd_dup, "serve": cmd_serve,
+            "rpc-server": cmd_rpc_server}
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

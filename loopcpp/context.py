@@ -187,6 +187,8 @@ class Context:
         try:
             out = self._h.decode(tokens, self.n_past, logits)
         except DecodeError:
+            if self._h.broken:  # a backend failed: the context is not asked anything more
+                raise
             # llama.cpp keeps the ubatches that completed (a cancel, a failed later ubatch): so do we
             kept = self._h.pos_max() + 1 - self.n_past
             if kept > 0:
@@ -270,6 +272,8 @@ class Context:
 
     def _sync(self) -> None:
         """Makes self.tokens agree with the cache after an error or interruption."""
+        if self._h.broken:  # a backend failed: nothing more is asked of this context
+            return
         n_cache = self._h.pos_max() + 1
         if n_cache < len(self.tokens):
             self._truncate(n_cache)

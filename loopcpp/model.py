@@ -28,7 +28,11 @@ class Model:
     llama.cpp built-in name ("chatml", "llama3", ...) or Jinja text. use_mmap=False reads the file
     into memory; use_mlock=True keeps the weights from being swapped out. `repack=False` keeps
     weights in their file layout instead of the CPU's repacked one (AMX, AVX-512 or NEON tiles),
-    e.g. to compare the two matmul paths.
+    e.g. to compare the two matmul paths. rpc=["host:port", ...]: place the offloaded layers on
+    the devices of these ggml-rpc-servers (`loopcpp rpc-server`), split by their free memory, as
+    llama.cpp's --rpc does; n_gpu_layers then defaults to all. tensor_split: each device's share of
+    the offloaded layers, in device order (RPC servers first, as given), e.g. to keep a loop window
+    on one host.
 
     >>> with Model("SmolLM2-135M-Instruct.Q4_1.gguf") as model:
     ...     with model.context(n_ctx=2048, loop="auto") as ctx:
@@ -37,15 +41,20 @@ class Model:
 
     def __init__(self, path: str | os.PathLike, n_gpu_layers: Optional[int] = None, use_mmap: bool = True,
                  vocab_only: bool = False, repack: bool = True, chat_template: Optional[str] = None,
-                 use_mlock: bool = False) -> None:
+                 use_mlock: bool = False, rpc: Sequence[str] = (), tensor_split: Sequence[float] = ()) -> None:
+        if isinstance(rpc, str):
+            rpc = [rpc]
+        if tensor_split and (len(tensor_split) > 128 or any(not x >= 0 for x in tensor_split) or not sum(tensor_split) > 0):
+            raise ValueError(f"tensor_split={list(tensor_split)!r}: give up to 128 non-negative shares, not all zero")
         if n_gpu_layers is None:
-            n_gpu_layers = default_gpu_layers()
+            n_gpu_layers = -1 if rpc else default_gpu_layers()
         if not isinstance(n_gpu_layers, int) or isinstance(n_gpu_layers, bool):
             raise TypeError(f"n_gpu_layers must be an int, got {n_gpu_layers!r}")
         if chat_template is not None:
             _chat_template.check_text(chat_template)
         self.path = os.fspath(path)
-        self._h = ModelHandle(self.path, n_gpu_layers, use_mmap, vocab_only, repack, use_mlock)
+        self._h = ModelHandle(self.path, n_gpu_layers, use_mmap, vocab_only, repack, use_mlock, tuple(rpc),
+                              tuple(tensor_split))
         self._contexts: "weakref.WeakSet[Context]" = weakref.WeakSet()
         self.metadata: dict[str, str] = self._h.metadata()
         self.arch: str = self.metadata.get("general.architecture", "unknown")

@@ -20,16 +20,20 @@ from ._paths import package_file
 from .errors import LibraryError
 
 
-def server_path() -> Path:
-    """The llama-server executable of this installation."""
+def binary_path(name: str, option: str = "LOOPCPP_BUILD_SERVER") -> Path:
+    """An executable shipped in this installation's bin/ (llama-server, ggml-rpc-server)."""
     try:
-        path = package_file("bin") / ("llama-server.exe" if sys.platform == "win32" else "llama-server")
+        path = package_file("bin") / (f"{name}.exe" if sys.platform == "win32" else name)
     except LibraryError:
         path = None
     if path is None or not path.exists():
-        raise LibraryError("llama-server is not part of this loopcpp build; reinstall without "
-                           "CMAKE_ARGS=-DLOOPCPP_BUILD_SERVER=OFF")
+        raise LibraryError(f"{name} is not part of this loopcpp build; reinstall without CMAKE_ARGS=-D{option}=OFF")
     return path
+
+
+def server_path() -> Path:
+    """The llama-server executable of this installation."""
+    return binary_path("llama-server")
 
 
 def check_loop(model_path: str, loop: Optional[str]) -> Optional[str]:

@@ -58,9 +58,16 @@ def _sysctl_int(name: str):
 
 
 def gpu_offload_supported() -> bool:
+    """Whether a local GPU backend has a device (llama_supports_gpu_offload also says yes for a
+    build that merely has the RPC backend, with no server anywhere)."""
+    from ._internals import _DEV_GPU, _DEV_IGPU, _is_rpc
     from ._lib import lib
 
-    return bool(lib.llama_supports_gpu_offload())
+    for i in range(lib.ggml_backend_dev_count()):
+        dev = lib.ggml_backend_dev_get(i)
+        if lib.ggml_backend_dev_type(dev) in (_DEV_GPU, _DEV_IGPU) and not _is_rpc(dev):
+            return True
+    return False
 
 
 def default_gpu_layers() -> int:
