@@ -20,7 +20,7 @@ for f in drift depth strategies; do
 done
 # a model of 1B or more: Qwen2.5-Coder-1.5B, the default recipe
 step loopcpp eval qwen2.5-coder-1.5b --loop auto --task ppl --limit 8 --json docs/results/ppl-qwen15.json $T
-step loopcpp eval qwen2.5-coder-1.5b --loop auto --task arc_easy --limit 60 --json docs/results/acc-qwen15.json $T
+step loopcpp eval qwen2.5-coder-1.5b --loop auto --task arc_easy --limit 60 --json docs/results/arc60-qwen15.json $T
 # figure 5: where the cache policy and the decode mode act
 step python benchmarks/figures.py policies smollm2-135m --windows 4 --gen-limit 20 $T
 # Qwen2.5-Coder-0.5B: five tasks, MMLU 0-shot lettered (choices batched from here on)
@@ -37,5 +37,5 @@ step python benchmarks/figures.py policies qwen2.5-coder-0.5b --windows 4 --gen-
 # Qwen2.5-Coder-1.5B: the recipe tune finds (timed), then the six tasks, default and tuned recipe
 [ -f docs/results/tune-qwen15.json ] || step time loopcpp tune qwen2.5-coder-1.5b --json docs/results/tune-qwen15.json $T
 TUNED15=$(best docs/results/tune-qwen15.json)
-step loopcpp eval qwen2.5-coder-1.5b --loop auto --loop "$TUNED15" $MC --task mmlu --limit 50 \
-    --json docs/results/acc6-qwen15.json $T
+step loopcpp eval qwen2.5-coder-1.5b --loop auto --loop "$TUNED15" $MC --task mmlu --limit 100 \
+    --json docs/results/acc-qwen15.json $T
