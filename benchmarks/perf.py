@@ -171,7 +171,7 @@ def main(argv=None) -> int:
         p = sub.add_parser(name)
         p.add_argument("model", nargs="?", default=None)
         p.add_argument("--json")
-        p.add_argument("--threads", type=int, default=None)
+        p.add_argument("-t", "--threads", type=int, default=None)
         if name != "memory":
             p.add_argument("--rounds", type=int, default=5)
             p.add_argument("--pp", type=int, default=512)
