@@ -1,6 +1,7 @@
 #include "llama-hardening.h"
 
 #include "llama-hparams.h"
+#include "llama-model-loader.h"
 
 #include "ggml.h"
 
@@ -57,6 +58,18 @@ void llama_check_hparams(const llama_hparams & hparams) {
     for (const auto & e : eps) {
         if (!(e.value >= 0.0f) || !std::isfinite(e.value)) { // ggml's norm ops assert eps >= 0
             throw std::runtime_error(std::string("invalid ") + e.name + ": " + std::to_string(e.value));
+        }
+    }
+}
+
+void llama_check_tensor_types(const llama_model_loader & ml) {
+    for (const auto & [name, w] : ml.weights_map) {
+        switch (w.tensor->type) {
+            case GGML_TYPE_I8: case GGML_TYPE_I16: case GGML_TYPE_I32: case GGML_TYPE_I64: case GGML_TYPE_F64:
+                throw std::runtime_error("tensor '" + name + "' has type " + ggml_type_name(w.tensor->type) +
+                                         ", which no model weight uses (a damaged file?)");
+            default:
+                break;
         }
     }
 }

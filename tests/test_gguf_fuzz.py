@@ -143,6 +143,17 @@ def test_random_bytes_over_the_header_load_or_fail_cleanly(worker, pristine, tmp
     event(outcome(check(worker, tmp_path, bytes(blob))))
 
 
+@pytest.mark.parametrize("ggml_type", [24, 25, 26, 27, 28])  # i8 i16 i32 i64 f64
+def test_a_weight_of_a_type_no_model_uses_fails_cleanly(worker, pristine, header, tmp_path, ggml_type):
+    """Found by the fuzzer: gemma3's blk.1.attn_q.weight retyped i32 (same size as f32) loaded and
+    crashed the CPU backend's matrix product in a compute thread."""
+    field = next(f for f in header if f.role == "tensor_type" and f.where.startswith("blk.1.attn_q"))
+    line = check(worker, tmp_path, ggufwalk.rewrite(pristine, field, ggml_type))
+    assert line.startswith("ERROR ModelLoadError"), line
+    if ggml_type == 26:  # i32 has f32's size (the tiny models' weights), so only the type check stops it
+        assert "no model weight uses" in line, line
+
+
 @pytest.mark.parametrize("role,value", [
     ("dim", 2**40), ("dim", 2**63 - 1), ("tensor_offset", 2**62), ("tensor_offset", 2**64 - 32),
     ("str_len", 2**62), ("array_len", 2**61), ("n_dims", 5),
