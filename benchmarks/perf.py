@@ -25,6 +25,7 @@ from tqdm import tqdm
 import loopcpp
 from loopcpp import bench, catalog
 from loopcpp.evals import data, scoring
+from loopcpp.evals.tune import window_at
 from loopcpp.gguf_meta import duplicate_layers
 
 
@@ -133,7 +134,7 @@ def cmd_sweep(args) -> dict:
         widths = [w for w in args.widths if w <= model.n_layer]
         w_specs = []
         for w in widths:
-            s = min(max(0, round(centre - (w - 1) / 2)), model.n_layer - w)
+            s, _ = window_at(centre / model.n_layer, w, model.n_layer)
             w_specs.append(f"{s}:{s + w - 1}x3")
         specs = list(dict.fromkeys(k_specs + w_specs))
         out = bench.run(model, specs, n_prompt=args.pp, n_gen=0, repetitions=args.rounds, n_threads=args.threads)

@@ -101,7 +101,7 @@ def expected_time_ratio(cfg: LoopConfig, costs: LayerCosts, n_tokens: int, n_out
     compute logits, each row attending to n_kv cached positions on average (sliding windows not
     modelled). cfg must be resolved (a concrete window and mode, e.g. Context.loop)."""
     attn = 2.0 * costs.q_width * n_kv  # QK^T and the weighted sum of V, per row and layer
-    unlooped = (sum(costs.layer) + attn * len(costs.layer)) * n_tokens + costs.head * n_outputs
+    unlooped = _ubatch_cost(costs, n_tokens, n_outputs, n_kv)
     if not cfg.enabled:
         return 1.0
     runs, kv_only = window_evaluations(cfg, len(costs.layer))
@@ -237,6 +237,7 @@ def _expected_pp(cfg: LoopConfig, costs: LayerCosts, n_prompt: int, n_ubatch: in
 
 
 def _ubatch_cost(costs: LayerCosts, n_tokens: int, n_outputs: int, n_kv: float) -> float:
+    """Multiply-adds of one unlooped ubatch (see expected_time_ratio)."""
     return (sum(costs.layer) + 2.0 * costs.q_width * n_kv * len(costs.layer)) * n_tokens + costs.head * n_outputs
 
 
