@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -93,9 +94,35 @@ def _layer_tensors(tensors, layers: list[int]) -> list[tuple[str, object]]:
 
 
 # Architectures whose sliding-window layers follow a pattern by layer index unless the file gives
-# one per layer (llama.cpp's default period, or the file's scalar `sliding_window_pattern`):
-# reordering layers must then write the pattern out per layer.
-SWA_PATTERNS = {"cohere2": 4, "exaone4": 4, "gemma2": 2, "gemma3": 6, "gpt-oss": 2, "olmo2": 4}
+# one per layer (llama.cpp's default period, whether the first layer of each period is the global
+# one, and whether the model slides without a `sliding_window` key): reordering layers must then
+# write the pattern out per layer.
+SWA_PATTERNS = {"cohere2": (4, False), "exaone4": (4, False), "gemma2": (2, False), "gemma3": (6, False),
+                "gpt-oss": (2, False), "olmo2": (4, False), "llama4": (4, False), "smallthinker": (4, True)}
+SLIDES_BY_DEFAULT = ("gemma2", "gemma3", "llama4")  # llama4: chunked unless sliding_window is 0
+# Per-layer choices llama.cpp makes from the layer index alone, with no GGUF key to state them per
+# layer (e.g. which layers skip RoPE): a reordered model keeps them only when every layer moves by
+# a multiple of the period.
+INDEX_PERIODS = {"smollm3": 4, "llama4": 4}
+
+
+def swa_pattern(arch: str, reader, n_layer: int) -> Optional[list[bool]]:
+    """The sliding-window flag of each layer, when the file gives the pattern by period only."""
+    import gguf
+
+    if arch not in SWA_PATTERNS:
+        return None
+    window = reader.get_field(f"{arch}.attention.sliding_window")
+    if window is None and arch not in SLIDES_BY_DEFAULT or window is not None and window.contents() == 0:
+        return None
+    field = reader.get_field(f"{arch}.attention.sliding_window_pattern")
+    if field is not None and field.types[0] == gguf.GGUFValueType.ARRAY:
+        return None  # already per layer: copy_gguf reorders it
+    n, dense_first = SWA_PATTERNS[arch]
+    n = n if field is None else int(field.contents())
+    if dense_first:  # llama_hparams::set_swa_pattern
+        return [n == 0 or i % n != 0 for i in range(n_layer)]
+    return [n == 0 or i % n < n - 1 for i in range(n_layer)]
 
 
 def reorder_layers(src: str | os.PathLike, dst: str | os.PathLike, layers: list[int], progress: bool = True) -> None:
@@ -110,12 +137,14 @@ def reorder_layers(src: str | os.PathLike, dst: str | os.PathLike, layers: list[
     if not layers or any(not 0 <= i < n_layer for i in layers):
         raise ValueError(f"layers {layers} do not fit {n_layer} layers")
     extra: dict = {}
-    key = f"{arch}.attention.sliding_window_pattern"
-    field = reader.get_field(key)
-    slides = arch.startswith("gemma") or reader.get_field(f"{arch}.attention.sliding_window") is not None
-    if arch in SWA_PATTERNS and slides and (field is None or field.types[0] != gguf.GGUFValueType.ARRAY):
-        n = SWA_PATTERNS[arch] if field is None else int(field.contents())
-        extra[key] = [bool(n == 0 or i % n < n - 1) for i in layers]  # llama_hparams::set_swa_pattern
+    pattern = swa_pattern(arch, reader, n_layer)
+    if pattern is not None:
+        extra[f"{arch}.attention.sliding_window_pattern"] = [pattern[i] for i in layers]
+    period = INDEX_PERIODS.get(arch)
+    if period and any((new - old) % period for new, old in enumerate(layers)):
+        warnings.warn(f"{arch} chooses some per-layer settings (e.g. which layers skip RoPE) by layer index "
+                      f"every {period} layers; this layer order moves layers by other amounts, so those "
+                      f"settings change", stacklevel=3)
     del reader
     copy_gguf(src, dst, progress=progress, layers=layers, set_arrays=extra)
 

@@ -279,6 +279,7 @@ def write(arch: str, path: Path, spec: TinySpec | None = None) -> Path:
         w.add_float32(f"{arch}.attention.layer_norm_epsilon", 1e-5)
     if arch in ("gemma2", "gpt-oss", "cohere2", "exaone4"):
         w.add_sliding_window(spec.n_swa)
+        w.add_float32(f"{arch}.rope.freq_base_swa", 1000.0)  # unlike the global layers' base
     if arch in ("qwen2moe", "hunyuan-moe"):
         w.add_uint32(f"{arch}.expert_shared_feed_forward_length", spec.n_ff)
     if arch == "gemma2":

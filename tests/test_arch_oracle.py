@@ -1,12 +1,14 @@
 """Every architecture that loops, checked against llama.cpp itself rather than a numpy model.
 
-The oracle: one token at position 0, looped with the naive integrator and decode=full, attends
-only to its own K/V in every evaluation. Its logits then equal the unmodified llama.cpp run on a
+The oracle: a prompt evaluated in one ubatch from an empty cache, looped with the naive
+integrator, attends in every evaluation to that evaluation's own K/V only (docs/looping.md,
+"Attention inside an evaluation"). Its logits then equal the unmodified llama.cpp run on a
 "self-merged" GGUF whose window layers are physically repeated K times (block mode: the window
 K times; layer mode: each layer K times in place), with every per-layer parameter following its
 layer. This checks the splicing of each architecture's graph (window, order, per-layer
-hyperparameters, output trimming); integrators and cache policies do not depend on the
-architecture and are checked against the numpy reference (test_loop_matrix.py).
+hyperparameters such as sliding windows, RoPE bases and head counts, output trimming) at every
+position of the prompt; integrators and cache policies do not depend on the architecture and
+are checked against the numpy reference (test_loop_matrix.py).
 
 Per architecture also: K = 1 is bit-identical to the unmodified model, every mode x integrator x
 cache policy x decode mode runs without error or NaN, and the KV cache never grows.
@@ -23,12 +25,13 @@ import archmodels
 import loopcpp
 import tinymodels
 from conftest import EXACT, rel_err
-from loopcpp.gguf_meta import duplicate_layers
+from loopcpp.gguf_meta import INDEX_PERIODS, copy_gguf, duplicate_layers
 
 ALL_ARCHS = tinymodels.ARCHS + archmodels.ARCHS
 MOE_ARCHS = ("qwen3moe",) + archmodels.MOE
 WINDOW = (2, 3)
 PROMPT = [5, 17, 42, 9, 77, 120, 31]
+ORACLE_PROMPT = [7, 200, 5, 17, 42, 9, 77, 120, 31, 64, 3, 250]  # longer than the tiny sliding window (5)
 TOL = 1e-4
 
 
@@ -36,42 +39,58 @@ TOL = 1e-4
 def arch_paths(tiny_paths, tmp_path_factory):
     d = tmp_path_factory.mktemp("archs")
     paths = dict(tiny_paths)
+    # gemma3 with distinct RoPE bases for its local and global layers, so the oracle sees which one a layer uses
+    paths["gemma3"] = tinymodels.write(tinymodels.TinySpec("gemma3", rope_base_swa=1000.0), d / "tiny-gemma3.gguf")
     paths.update({a: archmodels.write(a, d / f"tiny-{a}.gguf") for a in archmodels.ARCHS})
     return paths
 
 
-def first_token_logits(path, tokens, loop=None) -> dict[int, np.ndarray]:
-    """The logits of each token evaluated alone at position 0 (one model load for all)."""
+def prompt_logits(path, loop=None) -> np.ndarray:
+    """The logits of every position of ORACLE_PROMPT, evaluated in one ubatch from an empty cache."""
     with loopcpp.Model(path) as m, m.context(n_ctx=64, loop=loop, **EXACT) as ctx:
-        out = {}
-        for token in tokens:
-            ctx.reset()
-            out[token] = ctx.eval([token])
-        return out
+        return ctx.eval(ORACLE_PROMPT, logits="all")
 
 
-@pytest.mark.parametrize("arch", ALL_ARCHS)
-def test_the_builder_is_loop_capable(arch, arch_paths):
-    with loopcpp.Model(arch_paths[arch]) as m:
-        assert m.loop_supported
+def oracle_window(arch: str) -> tuple[int, int]:
+    """WINDOW, or for an architecture that picks some per-layer settings by index period (no GGUF
+    key states them per layer), a window as wide as the period: every copy then keeps them."""
+    period = INDEX_PERIODS.get(arch)
+    return (1, period) if period else WINDOW
 
 
 @pytest.mark.parametrize("arch", ALL_ARCHS)
 @pytest.mark.parametrize("mode", ["block", "layer"])
 @pytest.mark.parametrize("k", [2, 3])
-def test_naive_single_token_equals_the_self_merged_model(arch, mode, k, arch_paths, tmp_path):
+def test_naive_prompt_equals_the_self_merged_model(arch, mode, k, arch_paths, tmp_path):
     if mode == "layer" and arch in MOE_ARCHS:
         pytest.skip("layer mode reuses a MoE layer's first routing in its sub-steps (docs/looping.md); "
                     "a self-merged layer routes anew")
-    s, e = WINDOW
+    if mode == "layer" and arch in INDEX_PERIODS:
+        pytest.skip(f"{arch} picks RoPE per layer by index period; layer order moves layers off it")
+    s, e = oracle_window(arch)
     merged = tmp_path / f"{arch}-merged.gguf"
     duplicate_layers(arch_paths[arch], merged, s, e, k, progress=False, layerwise=mode == "layer")
-    want = first_token_logits(merged, (7, 200))
-    got = first_token_logits(arch_paths[arch], (7, 200), f"{s}:{e}x{k},{mode},naive,decode=full")
-    for token in (7, 200):
-        assert rel_err(got[token], want[token]) < TOL, (arch, mode, k, token, rel_err(got[token], want[token]))
+    want = prompt_logits(merged)
+    got = prompt_logits(arch_paths[arch], f"{s}:{e}x{k},{mode},naive,decode=full")
+    errs = [rel_err(g, w) for g, w in zip(got, want)]
+    assert max(errs) < TOL, (arch, mode, k, errs)
     # and the oracle can fail: the natural model is far from the merged one
-    assert rel_err(first_token_logits(arch_paths[arch], (7,))[7], want[7]) > 100 * TOL
+    assert rel_err(prompt_logits(arch_paths[arch])[0], want[0]) > 100 * TOL
+
+
+@pytest.mark.parametrize("arch, window, k", [("gemma2", (2, 2), 2), ("gemma3", (2, 3), 2), ("smollm3", (2, 3), 2)])
+def test_the_oracle_sees_per_layer_attention_settings(arch, window, k, arch_paths, tmp_path):
+    """A merged model whose layers took the settings of their new index (sliding window, RoPE)
+    agrees with the loop at position 0 and nowhere after it: the prompt oracle checks those
+    settings where a single token could not."""
+    s, e = window
+    layers = list(range(s)) + list(range(s, e + 1)) * k + list(range(e + 1, 6))
+    by_index = tmp_path / "by-index.gguf"
+    copy_gguf(arch_paths[arch], by_index, progress=False, layers=layers)  # patterns not rewritten
+    want = prompt_logits(by_index)
+    got = prompt_logits(arch_paths[arch], f"{s}:{e}x{k},block,naive,decode=full")
+    assert rel_err(got[0], want[0]) < TOL
+    assert min(rel_err(g, w) for g, w in zip(got[-4:], want[-4:])) > 100 * TOL
 
 
 @pytest.mark.parametrize("arch", ALL_ARCHS)
