@@ -562,6 +562,21 @@ bool llama_loop_arch_supported(const llama_model * model) {
     return g_capable.emplace(key, false).first->second; // not marked by the probe's graphs: no hook
 }
 
+const char * llama_loop_arch_name(int32_t i) {
+    return i >= 0 && i < LLM_ARCH_UNKNOWN ? llm_arch_name((llm_arch) i) : nullptr;
+}
+
+int32_t llama_loop_arch_kind(int32_t i) {
+    if (i < 0 || i >= LLM_ARCH_UNKNOWN) {
+        return -1;
+    }
+    const llm_arch arch = (llm_arch) i;
+    return llm_arch_is_hybrid(arch)    ? LLAMA_LOOP_ARCH_HYBRID
+         : llm_arch_is_recurrent(arch) ? LLAMA_LOOP_ARCH_RECURRENT
+         : llm_arch_is_diffusion(arch) ? LLAMA_LOOP_ARCH_DIFFUSION
+         :                               LLAMA_LOOP_ARCH_LAYERED;
+}
+
 // Why an architecture's builder has no loop hook, in the terms a user can act on.
 static std::string unsupported_reason(const llama_model & model) {
     if (llama_model_is_hybrid(&model)) {

@@ -11,7 +11,7 @@ from .errors import (  # noqa: E402
     LoopcppError, ModelLoadError,
 )
 from .loop import LoopConfig  # noqa: E402
-from .model import Model  # noqa: E402
+from .model import Model, architectures  # noqa: E402
 from .context import Context  # noqa: E402
 from .chat_template import ChatTemplateError  # noqa: E402
 from .generation import Completion, Generation, Timings, Token, TopLogprob, Usage  # noqa: E402
@@ -30,5 +30,6 @@ __all__ = [
     "BusyError", "CancelledError", "ChatTemplateError", "ClosedError", "Completion", "Context", "ContextError",
     "ContextFullError", "DecodeError", "Generation", "LibraryError", "LoopConfig", "LoopConfigError", "LoopcppError",
     "Model", "ModelLoadError", "Sampling", "StateError", "Timings", "Token", "TopLogprob", "Usage", "__version__",
+    "architectures",
     "include_dir", "lib_dir", "llama_cpp_lib_path",
 ]

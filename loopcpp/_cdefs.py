@@ -233,6 +233,8 @@ int32_t llama_loop_seq_set_spec(struct llama_context * ctx, llama_seq_id seq, co
 int32_t llama_loop_seq_reset(struct llama_context * ctx, llama_seq_id seq);
 const char * llama_loop_last_error(void);
 bool llama_loop_arch_supported(const struct llama_model * model);
+const char * llama_loop_arch_name(int32_t i);
+int32_t llama_loop_arch_kind(int32_t i);
 const char * llama_loop_version(void);
 const char * llama_loop_llama_commit(void);
 int32_t llama_loop_api_version(void);

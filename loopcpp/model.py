@@ -193,3 +193,21 @@ class Model:
 
     def __repr__(self) -> str:
         return f"Model({self.path!r}, arch={self.arch}, n_layer={self.n_layer}, n_embd={self.n_embd})"
+
+
+ARCH_KINDS = ("layered", "recurrent", "hybrid", "diffusion")  # enum llama_loop_arch_kind
+
+
+def architectures() -> dict[str, str]:
+    """Every architecture the pinned llama.cpp knows, by its GGUF name, with llama.cpp's word for
+    it: "layered" (attention layers: it loops once its graph builder is converted, which
+    Model.loop_supported tells for a loaded model), or "recurrent", "hybrid" or "diffusion",
+    which cannot loop."""
+    from ._lib import ffi, lib
+
+    out = {}
+    i = 0
+    while (name := lib.llama_loop_arch_name(i)) != ffi.NULL:
+        out[ffi.string(name).decode()] = ARCH_KINDS[lib.llama_loop_arch_kind(i)]
+        i += 1
+    return out

@@ -22,7 +22,7 @@ extern "C" {
 #endif
 
 // Version of the loop API below; bumped when a declaration in this header changes.
-#define LLAMA_LOOP_API_VERSION 4
+#define LLAMA_LOOP_API_VERSION 5
 
 // Largest number of sub-steps K accepted.
 #define LLAMA_LOOP_MAX_STEPS 64
@@ -125,6 +125,20 @@ LLAMA_API const char * llama_loop_last_error(void);
 // its layers through build_layer_stack. Learnt from the builder itself: the first call for an
 // architecture no context has built a graph for yet builds one in a small throwaway context.
 LLAMA_API bool llama_loop_arch_supported(const struct llama_model * model);
+
+// The architectures of the pinned llama.cpp, for listings: what llama.cpp says each one is.
+enum llama_loop_arch_kind {
+    LLAMA_LOOP_ARCH_LAYERED   = 0, // layers with attention: loops once its builder is converted
+    LLAMA_LOOP_ARCH_RECURRENT = 1, // recurrent state only (mamba, rwkv)
+    LLAMA_LOOP_ARCH_HYBRID    = 2, // attention and recurrent layers (jamba, lfm2, qwen3next, ...)
+    LLAMA_LOOP_ARCH_DIFFUSION = 3, // denoising, not autoregressive (dream, llada)
+};
+
+// The name of architecture i (as in a GGUF's general.architecture), or NULL past the last one.
+LLAMA_API const char * llama_loop_arch_name(int32_t i);
+
+// Its kind (enum llama_loop_arch_kind), or -1 past the last one.
+LLAMA_API int32_t llama_loop_arch_kind(int32_t i);
 
 // An abort callback for llama_set_abort_callback(ctx, llama_loop_abort_on_flag, flag): compute
 // stops (llama_decode returns 2) once the int32_t at `flag` is non-zero. For hosts that cannot
