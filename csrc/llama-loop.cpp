@@ -551,6 +551,7 @@ bool llama_loop_arch_supported(const llama_model * model) {
     cp.n_batch = cp.n_ubatch = 8;
     cp.n_seq_max = 1;
     cp.no_perf   = true;
+    cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED; // some builders' flash path asserts (plm): the probe asks only about the loop
     g_probing++;
     llama_context * probe = llama_init_from_model(const_cast<llama_model *>(model), cp);
     g_probing--;
@@ -607,7 +608,10 @@ int32_t llama_loop_validate(const llama_model * model, const llama_loop_params *
     if (params->n_steps == 1) {
         return ok(); // off is valid for every model
     }
-    if (!llama_loop_arch_supported(model)) {
+    // an encoder may share a loop-capable builder (llama-embed runs llama's), but the contract's
+    // evaluations attend causally
+    const bool encoder = llama_model_has_encoder(model) || !model->hparams.causal_attn;
+    if (encoder || !llama_loop_arch_supported(model)) {
         return fail(LLAMA_LOOP_ERR_UNSUPPORTED, std::string("architecture '") + llm_arch_name(model->arch) +
                     "' cannot loop: " + unsupported_reason(*model));
     }

@@ -15,6 +15,8 @@ from typing import Optional
 from tqdm import tqdm
 
 LOOP_KEY = "loopcpp.loop"
+# Per-layer arrays outside the architecture's own keys (Apertus's xIELU activation parameters)
+PER_LAYER_PREFIXES = ("xielu.",)
 
 
 def copy_gguf(src: str | os.PathLike, dst: str | os.PathLike, set_strings: Optional[dict[str, str]] = None,
@@ -52,7 +54,8 @@ def copy_gguf(src: str | os.PathLike, dst: str | os.PathLike, set_strings: Optio
             value = field.contents()
             if layers is not None and field.name == f"{arch}.block_count":
                 value = len(layers)
-            elif layers is not None and sub is not None and field.name.startswith(f"{arch}.") and len(value) == n_layer:
+            elif layers is not None and sub is not None and field.name.startswith((f"{arch}.", *PER_LAYER_PREFIXES)) \
+                    and len(value) == n_layer:
                 value = [value[i] for i in layers]  # a per-layer array
             writer.add_key_value(field.name, value, kind, sub_type=sub)
         for key, value in set_strings.items():
@@ -98,12 +101,14 @@ def _layer_tensors(tensors, layers: list[int]) -> list[tuple[str, object]]:
 # one, and whether the model slides without a `sliding_window` key): reordering layers must then
 # write the pattern out per layer.
 SWA_PATTERNS = {"cohere2": (4, False), "exaone4": (4, False), "gemma2": (2, False), "gemma3": (6, False),
-                "gpt-oss": (2, False), "olmo2": (4, False), "llama4": (4, False), "smallthinker": (4, True)}
+                "gpt-oss": (2, False), "olmo2": (4, False), "llama4": (4, False), "smallthinker": (4, True),
+                "plamo3": (8, False), "mellum": (4, False), "exaone-moe": (4, False), "cohere2moe": (4, True),
+                "afmoe": (4, False), "laguna": (4, True)}
 SLIDES_BY_DEFAULT = ("gemma2", "gemma3", "llama4")  # llama4: chunked unless sliding_window is 0
 # Per-layer choices llama.cpp makes from the layer index alone, with no GGUF key to state them per
 # layer (e.g. which layers skip RoPE): a reordered model keeps them only when every layer moves by
 # a multiple of the period.
-INDEX_PERIODS = {"smollm3": 4, "llama4": 4}
+INDEX_PERIODS = {"smollm3": 4, "llama4": 4, "afmoe": 4}
 
 
 def swa_pattern(arch: str, reader, n_layer: int) -> Optional[list[bool]]:

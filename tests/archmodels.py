@@ -93,7 +93,7 @@ def tensors(arch: str, spec: TinySpec) -> dict[str, np.ndarray]:
             w.norms(p, post_attention_norm=E)
             w.biases(p, attn_output=E)
             w.t[p + "attn_sinks.weight"] = w.bias(H)
-        elif arch in ("starcoder2", "gpt2", "starcoder", "bloom", "phi2", "codeshell", "nemotron"):
+        elif arch in ("starcoder2", "gpt2", "starcoder", "bloom", "phi2", "codeshell", "nemotron", "jais2"):
             w.drop(p, "ffn_gate.weight")  # LayerNorm with biases, an MLP without a gate
             if arch in ("gpt2", "starcoder", "bloom"):
                 w.fuse_qkv(p, bias=True)
@@ -158,21 +158,135 @@ def tensors(arch: str, spec: TinySpec) -> dict[str, np.ndarray]:
             w.norms(p, attn_sub_norm=E, ffn_sub_norm=F)
         elif arch == "chatglm":
             w.fuse_gate_up(p)
-        if arch in ("dots1", "exaone4", "maincoder", "hunyuan-moe"):  # per-head Q/K norms
+        elif arch == "gptneox":  # fused QKV, LayerNorm and biases everywhere, an MLP without a gate
+            w.fuse_qkv(p, bias=True)
+            w.drop(p, "ffn_gate.weight")
+            w.biases(p, attn_norm=E, attn_output=E, ffn_norm=E, ffn_up=F, ffn_down=E)
+        elif arch == "ernie4_5-moe" and il > 0:  # dense layer 0; experts chosen with a bias, a shared expert
+            w.experts(p, shared=True)
+            w.t[p + "exp_probs_b.bias"] = w.bias(spec.n_expert)
+        elif arch in ("apertus", "plm"):  # an MLP without a gate (xIELU, ReLU-squared)
+            w.drop(p, "ffn_gate.weight")
+            if arch == "plm":  # MLA-style: full-rank Q, low-rank K/V with one shared RoPE key
+                NOPE, ROPE, KVL = PLM["nope"], PLM["rope"], PLM["kv_lora"]
+                w.drop(p, "attn_k.weight", "attn_v.weight")
+                w.t[p + "attn_q.weight"] = w.mat(H * (NOPE + ROPE), E, 2.0)
+                w.t[p + "attn_kv_a_mqa.weight"] = w.mat(KVL + ROPE, E, 2.0)
+                w.norms(p, attn_kv_a_norm=KVL)
+                w.t[p + "attn_kv_b.weight"] = w.mat(H * (NOPE + D), KVL)
+        elif arch == "deci":  # per-layer heads and FFN width: 0 heads, 0 K/V heads (one linear map), 0 FFN
+            h, kv, f = DECI["heads"][il], DECI["heads_kv"][il], DECI["ff"][il]
+            w.drop(p, "attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_output.weight")
+            if h == 0:
+                w.drop(p, "attn_norm.weight")
+            elif kv == 0:
+                w.t[p + "attn_output.weight"] = w.mat(E, E)
+            else:
+                w.t[p + "attn_q.weight"], w.t[p + "attn_k.weight"] = w.mat(h * D, E, 2.0), w.mat(kv * D, E, 2.0)
+                w.t[p + "attn_v.weight"], w.t[p + "attn_output.weight"] = w.mat(kv * D, E), w.mat(E, h * D)
+            w.drop(p, "ffn_norm.weight", *SWIGLU)
+            if f:
+                w.norms(p, ffn_norm=E)
+                w.t[p + "ffn_gate.weight"], w.t[p + "ffn_up.weight"] = w.mat(f, E), w.mat(f, E)
+                w.t[p + "ffn_down.weight"] = w.mat(E, f)
+        elif arch == "phimoe":  # RMS norms with biases, routed experts, biased attention output
+            w.experts(p)
+            w.biases(p, attn_norm=E, attn_output=E, ffn_norm=E)
+        elif arch == "granitemoe":  # routed experts plus a shared one
+            w.experts(p, shared=True)
+        elif arch == "granite_swa":  # attention sinks
+            w.t[p + "attn_sinks.weight"] = w.bias(H)
+        elif arch == "graniteswitch":  # fused QKV; per-token switched LoRA deltas on every projection
+            w.fuse_qkv(p)
+            R, S = GRANITE_SWITCH["rank"], len(GRANITE_SWITCH["activate"]) + 1
+            for n, (o, i) in (("attn_q", (H * D, E)), ("attn_k", (KV * D, E)), ("attn_v", (KV * D, E)),
+                              ("attn_output", (E, H * D)), ("ffn_gate", (F, E)), ("ffn_up", (F, E)),
+                              ("ffn_down", (E, F))):
+                a, b = np.stack([w.mat(R, i) for _ in range(S)]), np.stack([w.mat(o, R) for _ in range(S)])
+                a[0], b[0] = 0.0, 0.0  # slot 0: no adapter, no delta
+                w.t[p + n + ".lora_a"], w.t[p + n + ".lora_b"] = a, b
+        elif arch == "minicpm3":  # low-rank Q and KV decompressed into full K/V heads (no MLA cache)
+            QL, KVL, ROPE, NOPE, VH = DS2["q_lora"], DS2["kv_lora"], DS2["rope"], DS2["nope"], DS2["v_head"]
+            w.drop(p, "attn_q.weight", "attn_k.weight", "attn_v.weight")
+            w.norms(p, attn_q_a_norm=QL, attn_kv_a_norm=KVL)
+            w.t[p + "attn_q_a.weight"] = w.mat(QL, E)
+            w.t[p + "attn_q_b.weight"] = w.mat(H * (NOPE + ROPE), QL, 2.0)
+            w.t[p + "attn_kv_a_mqa.weight"] = w.mat(KVL + ROPE, E, 2.0)
+            w.t[p + "attn_kv_b.weight"] = w.mat(H * (NOPE + VH), KVL)
+            w.t[p + "attn_output.weight"] = w.mat(E, H * VH)
+        elif arch == "deepseek2-ocr" and il > 0:  # plain MHA, a dense first layer, MoE with a shared expert
+            w.experts(p, shared=True)
+        elif arch == "glm4moe":  # Q/K/V biases, the FFN's norm is post_attention_norm, dense layer 0
+            w.biases(p, attn_q=H * D, attn_k=KV * D, attn_v=KV * D)
+            w.t[p + "post_attention_norm.weight"] = w.t.pop(p + "ffn_norm.weight")
+            if il > 0:  # MoE with a shared expert and a routing bias
+                w.experts(p, shared=True)
+                w.t[p + "exp_probs_b.bias"] = w.bias(spec.n_expert)
+        elif arch == "pangu-embedded":
+            w.biases(p, attn_output=E)
+        elif arch == "arctic":  # a dense FFN n_embd wide plus a residual MoE off the attention input, own norm
+            w.experts(p)
+            for n in SWIGLU:
+                w.t[p + n] = w.mat(E, E)
+            w.norms(p, ffn_norm_exps=E)
+        elif arch in ("mellum", "grovemoe"):
+            w.experts(p)
+            if arch == "grovemoe":  # plus one "chunk" expert per group of experts, sharing the router's logits
+                C, X = GROVE["ff_chunk"], spec.n_expert // GROVE["group"]
+                for n, (o, i) in (("gate", (C, E)), ("up", (C, E)), ("down", (E, C))):
+                    w.t[p + f"ffn_{n}_chexps.weight"] = np.stack([w.mat(o, i) for _ in range(X)])
+        elif arch == "bailingmoe2":
+            w.fuse_qkv(p)
+        elif arch == "cohere2moe":  # attention and FFN in parallel off one norm
+            w.drop(p, "ffn_norm.weight")
+        elif arch == "afmoe":  # norms after attention and FFN too, a sigmoid gate on the attention output
+            w.norms(p, post_attention_norm=E, post_ffw_norm=E)
+            w.t[p + "attn_gate.weight"] = w.mat(H * D, E, 2.0)
+        elif arch == "laguna":  # heads per layer, a per-head softplus gate on the attention output
+            h = LAGUNA["heads"][il]
+            w.t[p + "attn_q.weight"], w.t[p + "attn_output.weight"] = w.mat(h * D, E, 2.0), w.mat(E, h * D)
+            w.t[p + "attn_gate.weight"] = w.mat(h, E, 2.0)
+        elif arch == "qwen2vl":  # qwen2's Q/K/V biases
+            w.biases(p, attn_q=H * D, attn_k=KV * D, attn_v=KV * D)
+        elif arch in ("qwen3vlmoe", "minimax-m2"):  # routed experts only
+            w.experts(p)
+            if arch == "minimax-m2":  # row-wide Q/K norms, a per-expert selection bias
+                w.norms(p, attn_q_norm=H * D, attn_k_norm=KV * D)
+                w.t[p + "exp_probs_b.bias"] = w.bias(spec.n_expert)
+        elif arch == "talkie":  # parameter-free norms, a gain per Q head, a scaled embedding skip per layer
+            w.drop(p, "attn_norm.weight", "ffn_norm.weight")
+            w.t[p + "attn_q_norm.weight"] = w.norm((H, 1))
+            w.t[p + "layer_output_scale.weight"] = w.norm(1)
+        elif arch == "spark2_5":  # a sigmoid gate per attention head
+            w.t[p + "attn_gate.weight"] = w.mat(H, E, 2.0)
+        elif arch == "plamo3":  # fused QKV and gate+up, norms after attention and FFN
+            w.fuse_qkv(p)
+            w.fuse_gate_up(p)
+            for n in ("post_attention_norm", "post_ffw_norm"):  # the loader names them without ".weight"
+                w.t[p + n] = w.norm(E)
+        if arch in ("exaone-moe", "bailingmoe2", "cohere2moe", "afmoe", "laguna") and il > 0:  # dense layer 0
+            w.experts(p, shared=True)
+            if arch != "cohere2moe":  # sigmoid routing with a score-correction bias
+                w.t[p + "exp_probs_b.bias"] = w.bias(spec.n_expert)
+        if arch in ("dots1", "exaone4", "maincoder", "hunyuan-moe", "apertus", "glm4moe", "mellum", "exaone-moe",
+                    "bailingmoe2",                    "hunyuan_vl", "hunyuan-dense", "grovemoe", "afmoe", "laguna", "qwen3vl", "qwen3vlmoe",
+                    "plamo3"):  # per-head Q/K norms
             w.norms(p, attn_q_norm=D, attn_k_norm=D)
     t = w.t
     if arch in ("gpt2", "starcoder"):
         t["position_embd.weight"] = (0.5 * w.rng.standard_normal((spec.n_ctx, E))).astype(np.float32)
     if arch == "bloom":
         t["token_embd_norm.weight"], t["token_embd_norm.bias"] = w.norm(E), w.bias(E)
-    if arch == "phi2":
+    if arch in ("phi2", "phimoe"):
         t["output.bias"] = w.bias(spec.n_vocab)
-    if arch in ("gemma2", "cohere2", "gemma", "command-r", "bitnet"):
+    if arch == "talkie":
+        del t["output_norm.weight"]  # parameter-free
+    if arch in ("gemma2", "cohere2", "gemma", "command-r", "bitnet", "plm"):
         del t["output.weight"]  # tied to the embeddings
     if arch == "olmo":
         del t["output_norm.weight"]
-    if arch in LAYERNORM and arch not in ("cohere2", "command-r", "olmo", "mpt", "dbrx"):
-        t["output_norm.bias"] = w.bias(E)
+    if arch in LAYERNORM + ("phimoe",) and arch not in ("cohere2", "command-r", "olmo", "mpt", "dbrx", "cohere2moe"):
+        t["output_norm.bias"] = w.bias(E)  # phimoe: an RMS norm with a bias
     return t
 
 
@@ -236,6 +350,22 @@ def deepseek2_tensors(spec: TinySpec) -> dict[str, np.ndarray]:
 
 
 DS2 = {"q_lora": 32, "kv_lora": 32, "rope": 8, "nope": 16, "v_head": 16, "dense_lead": 1}
+# PLM: K heads of a non-RoPE part from the compressed KV and a RoPE part shared by all heads; V heads of head_dim
+PLM = {"kv_lora": 32, "rope": 8, "nope": 16}
+# Deci (Nemotron NAS): layer 1 has no attention, layer 2 one linear map (no K/V heads), layer 3 no FFN
+# (llama.cpp then drops the layer's attention output too: the layer returns its input)
+DECI = {"heads": [4, 0, 4, 2, 4, 4], "heads_kv": [2, 0, 0, 1, 2, 2], "ff": [96, 64, 80, 0, 96, 96]}
+# Apertus: xIELU parameters per layer
+XIELU = {"alpha_n": [0.8, 0.6, 1.2, 0.9, 0.7, 1.1], "alpha_p": [0.8, 1.0, 0.5, 0.9, 1.3, 0.6],
+         "beta": [0.5] * 6, "eps": [-1e-6] * 6}
+# graniteswitch: one adapter, switched on by token 200 (in the oracle prompt), which is embedded as token 3
+GRANITE_SWITCH = {"rank": 4, "activate": [200], "substitute": [3]}
+# granite_swa: per-layer sliding-window and RoPE flags (explicit arrays, so reordered models keep them)
+GRANITE_SWA = {"swa": [True, True, False, True, False, True], "rope": [True, True, True, False, True, True]}
+# GroveMoE: experts per group (one chunk expert each), the chunk experts' width
+GROVE = {"group": 2, "ff_chunk": 32}
+# Laguna: fewer heads on the full-attention layers (every fourth from layer 0); RoPE over part of the head there
+LAGUNA = {"heads": [2, 4, 4, 4, 2, 4], "rope": 8}
 
 
 ARCHS = ("phi3", "olmo2", "qwen2moe", "smollm3", "gemma2", "gpt-oss", "mistral3", "starcoder2", "granite",
@@ -243,13 +373,20 @@ ARCHS = ("phi3", "olmo2", "qwen2moe", "smollm3", "gemma2", "gpt-oss", "mistral3"
          "gpt2", "starcoder", "bloom", "phi2", "codeshell", "nemotron", "stablelm", "qwen", "llama4",
          "deepseek2", "gemma", "command-r", "olmo", "falcon", "mpt", "jais", "refact", "deepseek", "bailingmoe",
          "dots1", "dbrx", "grok", "openelm", "exaone4", "maincoder", "plamo", "hunyuan-moe", "bitnet",
-         "smallthinker", "chatglm")
+         "smallthinker", "chatglm", "deci", "baichuan", "gptneox", "ernie4_5", "ernie4_5-moe", "apertus",
+         "nanbeige", "jais2", "plm", "phimoe", "mistral4", "minicpm", "granitemoe", "graniteswitch", "granite_swa",
+         "minicpm3", "deepseek2-ocr", "glm4moe", "pangu-embedded", "arctic", "mellum", "exaone-moe", "bailingmoe2",
+         "hunyuan_vl", "hunyuan-dense", "cohere2moe", "grovemoe", "afmoe", "laguna", "qwen2vl", "qwen3vl",
+         "qwen3vlmoe", "talkie", "spark2_5", "plamo3", "minimax-m2")
 MOE = ("qwen2moe", "gpt-oss", "olmoe", "llama4", "deepseek2", "deepseek", "bailingmoe", "dots1", "dbrx", "grok",
-       "hunyuan-moe", "smallthinker")
+       "hunyuan-moe", "smallthinker", "ernie4_5-moe", "phimoe", "mistral4", "granitemoe", "deepseek2-ocr", "glm4moe",
+       "arctic", "mellum", "exaone-moe", "bailingmoe2", "cohere2moe", "grovemoe", "afmoe", "laguna", "qwen3vlmoe",
+       "minimax-m2")
 LAYERNORM = ("starcoder2", "orion", "cohere2", "gpt2", "starcoder", "bloom", "phi2", "codeshell", "nemotron",
-             "stablelm", "command-r", "olmo", "falcon", "mpt", "jais", "dbrx")
+             "stablelm", "command-r", "olmo", "falcon", "mpt", "jais", "dbrx", "gptneox", "jais2", "cohere2moe")
 # Shapes some loaders insist on: olmoe's K norm spans n_embd, so K/V heads = Q heads.
-SPECS = {a: TinySpec("llama", n_head_kv=4) for a in ("olmoe", "qwen", "dots1")}
+# plm, minicpm3: a K head per Q head; deepseek2-ocr: K/V span n_embd.
+SPECS = {a: TinySpec("llama", n_head_kv=4) for a in ("olmoe", "qwen", "dots1", "plm", "minicpm3", "deepseek2-ocr")}
 
 
 def write(arch: str, path: Path, spec: TinySpec | None = None) -> Path:
@@ -257,52 +394,117 @@ def write(arch: str, path: Path, spec: TinySpec | None = None) -> Path:
 
     spec = spec or SPECS.get(arch, TinySpec("llama"))
     mla = {}
-    if arch == "deepseek2":  # MLA: one K/V head: the compressed KV plus the RoPE part (K), the compressed KV (V)
+    # MLA: one K/V head: the compressed KV plus the RoPE part (K), the compressed KV (V)
+    if arch in ("deepseek2", "mistral4"):
         spec = TinySpec("llama", n_head_kv=1)
         mla = dict(key_length=DS2["kv_lora"] + DS2["rope"], value_length=DS2["kv_lora"], rope_dims=DS2["rope"])
     w = gguf.GGUFWriter(str(path), arch)
     w.add_name("tiny")  # not the architecture: llama.cpp keys vocabulary quirks on "phi3" in the name
     if arch == "openelm":
         mla = dict(heads=OPENELM["heads"], heads_kv=OPENELM["heads_kv"])
+    if arch == "deci":
+        mla = dict(heads=DECI["heads"], heads_kv=DECI["heads_kv"])
+    if arch == "plm":
+        mla = dict(key_length=PLM["nope"] + PLM["rope"], rope_dims=PLM["rope"])
+    if arch == "minicpm3":  # K heads: the decompressed part plus the RoPE part
+        mla = dict(key_length=DS2["nope"] + DS2["rope"], value_length=DS2["v_head"], rope_dims=DS2["rope"])
+    if arch in ("gptneox", "glm4moe"):  # partial rotary (Pythia, GLM-4.5)
+        mla = dict(rope_dims=spec.head_dim // 2)
+    if arch == "laguna":
+        mla = dict(heads=LAGUNA["heads"], rope_dims=LAGUNA["rope"])
+    if arch == "minimax-m2":  # RoPE on half of each head
+        mla = dict(rope_dims=spec.head_dim // 2)
     tinymodels.add_shape(w, spec, **mla)
-    w.add_feed_forward_length(OPENELM["ff"] if arch == "openelm" else spec.n_ff)
+    w.add_feed_forward_length({"openelm": OPENELM["ff"], "deci": DECI["ff"]}.get(arch, spec.n_ff))
     if arch in MOE:
         w.add_expert_count(spec.n_expert)
         w.add_expert_used_count(1 if arch == "llama4" else spec.n_expert_used)
         w.add_expert_feed_forward_length(spec.n_ff)
-    if arch in ("deepseek", "bailingmoe", "dots1", "deepseek2"):
+    if arch in ("deepseek", "bailingmoe", "dots1", "deepseek2", "mistral4", "deepseek2-ocr", "glm4moe", "exaone-moe",
+                "bailingmoe2", "cohere2moe", "afmoe", "laguna"):
         w.add_uint32(f"{arch}.expert_shared_count", 1)
         w.add_float32(f"{arch}.expert_weights_scale", 1.0)
-    if arch in ("deepseek", "dots1", "deepseek2"):
+    if arch in ("deepseek", "dots1", "deepseek2", "ernie4_5-moe", "mistral4", "deepseek2-ocr", "glm4moe", "exaone-moe",
+                "bailingmoe2", "cohere2moe", "afmoe", "laguna"):
         w.add_uint32(f"{arch}.leading_dense_block_count", 1)
     if arch in LAYERNORM:
         w.add_float32(f"{arch}.attention.layer_norm_epsilon", 1e-5)
-    if arch in ("gemma2", "gpt-oss", "cohere2", "exaone4"):
+    if arch in ("gemma2", "gpt-oss", "cohere2", "exaone4", "mellum", "exaone-moe", "cohere2moe", "afmoe", "laguna"):
         w.add_sliding_window(spec.n_swa)
         w.add_float32(f"{arch}.rope.freq_base_swa", 1000.0)  # unlike the global layers' base
-    if arch in ("qwen2moe", "hunyuan-moe"):
+    if arch in ("qwen2moe", "hunyuan-moe", "ernie4_5-moe", "granitemoe"):
         w.add_uint32(f"{arch}.expert_shared_feed_forward_length", spec.n_ff)
     if arch == "gemma2":
         w.add_float32(f"{arch}.attn_logit_softcapping", 50.0)
         w.add_float32(f"{arch}.final_logit_softcapping", 30.0)
     if arch == "dbrx":
         w.add_float32(f"{arch}.attention.clamp_kqv", 8.0)
-    if arch in ("dots1", "smallthinker"):
-        w.add_uint32(f"{arch}.expert_gating_func", 2 if arch == "dots1" else 1)  # sigmoid, softmax
-    if arch == "deepseek2":
+    if arch in ("dots1", "smallthinker", "exaone-moe", "bailingmoe2"):
+        w.add_uint32(f"{arch}.expert_gating_func", 1 if arch == "smallthinker" else 2)  # softmax, sigmoid
+    if arch in ("exaone-moe", "bailingmoe2", "cohere2moe", "afmoe", "laguna"):  # sigmoid weights renormalized
+        w.add_bool(f"{arch}.expert_weights_norm", True)
+    if arch in ("deepseek2", "mistral4", "minicpm3"):
         w.add_uint32(f"{arch}.attention.q_lora_rank", DS2["q_lora"])
         w.add_uint32(f"{arch}.attention.kv_lora_rank", DS2["kv_lora"])
+    if arch in ("deepseek2", "mistral4"):
         w.add_uint32(f"{arch}.attention.key_length_mla", DS2["nope"] + DS2["rope"])
         w.add_uint32(f"{arch}.attention.value_length_mla", DS2["v_head"])
+    if arch == "mistral4":  # position-dependent attention temperature
+        w.add_float32(f"{arch}.attention.temperature_scale", 0.5)
+        w.add_uint32(f"{arch}.attention.temperature_length", 4)
     if arch == "llama4":
         w.add_uint32(f"{arch}.interleave_moe_layer_step", 2)
-    if arch == "cohere2":
+    if arch in ("cohere2", "cohere2moe"):
         w.add_float32(f"{arch}.logit_scale", 0.5)
-    if arch == "granite":  # muP-style scales
+    if arch == "cohere2moe":  # LayerNorm: the RMS epsilon would pick RMSNorm
+        del w.kv_data[0][f"{arch}.attention.layer_norm_rms_epsilon"]
+    if arch == "grovemoe":
+        w.add_uint32(f"{arch}.experts_per_group", GROVE["group"])
+        w.add_uint32(f"{arch}.expert_chunk_feed_forward_length", GROVE["ff_chunk"])
+        w.add_float32(f"{arch}.expert_group_scale", 0.5)
+    if arch == "hunyuan_vl":  # XD-RoPE sections: M-RoPE, every section at the text position
+        w.add_array(f"{arch}.rope.dimension_sections", [2, 2, 2, 2])
+    if arch == "laguna":  # the sliding layers rotate the whole head
+        w.add_uint32(f"{arch}.rope.dimension_count_swa", spec.head_dim)
+    if arch in ("granite", "granitemoe", "graniteswitch", "granite_swa", "minicpm"):  # muP-style scales
         w.add_float32(f"{arch}.logit_scale", 2.0)
-        w.add_float32(f"{arch}.residual_scale", 0.5)
+        w.add_float32(f"{arch}.residual_scale", 0.5)  # minicpm: else 1.4 / sqrt(n_layer), changed by a self-merge
         w.add_float32(f"{arch}.embedding_scale", 3.0)
-        w.add_float32(f"{arch}.attention.scale", 0.3)
+        if arch != "minicpm":
+            w.add_float32(f"{arch}.attention.scale", 0.3)
+    if arch == "ernie4_5-moe":
+        w.add_uint32(f"{arch}.interleave_moe_layer_step", 1)
+    if arch == "gptneox":
+        w.add_bool(f"{arch}.use_parallel_residual", True)
+    if arch == "plm":
+        w.add_uint32(f"{arch}.attention.kv_lora_rank", PLM["kv_lora"])
+    if arch == "apertus":  # per-layer arrays under keys without the architecture prefix
+        for k, v in XIELU.items():
+            w.add_array(f"xielu.{k}", v)
+    if arch == "graniteswitch":  # adapters switched on by a token in the prompt
+        w.add_uint32(f"{arch}.adapters.count", len(GRANITE_SWITCH["activate"]))
+        w.add_uint32(f"{arch}.adapters.lora_rank", GRANITE_SWITCH["rank"])
+        w.add_array(f"{arch}.adapters.token_ids_activate", GRANITE_SWITCH["activate"])
+        w.add_array(f"{arch}.adapters.token_ids_substitute", GRANITE_SWITCH["substitute"])
+    if arch == "granite_swa":
+        w.add_sliding_window(spec.n_swa)
+        w.add_array(f"{arch}.attention.sliding_window_pattern", GRANITE_SWA["swa"])
+        w.add_array(f"{arch}.attention.rope_pattern", GRANITE_SWA["rope"])
+    if arch in ("qwen2vl", "qwen3vl", "qwen3vlmoe"):  # M-RoPE sections (text positions: all alike)
+        w.add_array(f"{arch}.rope.dimension_sections", [3, 3, 2, 0])
+    if arch in ("qwen3vl", "qwen3vlmoe"):  # deepstack slots in the input embedding: zero for text tokens
+        w.add_uint32(f"{arch}.n_deepstack_layers", 3)
+    if arch == "minimax-m2":
+        w.add_uint32(f"{arch}.expert_gating_func", 2)  # sigmoid
+    if arch == "talkie":
+        w.add_float32(f"{arch}.logit_scale", 0.5)
+    if arch in ("spark2_5", "plamo3"):
+        w.add_sliding_window(spec.n_swa)
+        w.add_float32(f"{arch}.rope.freq_base_swa", 1000.0)  # unlike the global layers' base
+    if arch == "spark2_5":  # the pattern per layer
+        w.add_array(f"{arch}.attention.sliding_window_pattern", [il % 3 < 2 for il in range(spec.n_layer)])
+    if arch == "plamo3":  # by period (default 8: every layer of a tiny model would slide)
+        w.add_uint32(f"{arch}.attention.sliding_window_pattern", spec.swa_pattern)
     tinymodels._add_vocab(w, spec.n_vocab)
-    writers = {"deepseek2": deepseek2_tensors, "openelm": openelm_tensors}
+    writers = {"deepseek2": deepseek2_tensors, "mistral4": deepseek2_tensors, "openelm": openelm_tensors}
     return tinymodels.finish(w, writers.get(arch, lambda sp: tensors(arch, sp))(spec), path)

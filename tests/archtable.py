@@ -69,14 +69,92 @@ NOTES = {
     "smallthinker": "MoE",
     "chatglm": "fused gate+up",
     "llama4": "MoE every other layer with a shared expert, chunked attention, no RoPE on every fourth layer",
+    "deci": "per-layer head counts and FFN widths: attention-free, linear-attention (no K/V heads) and FFN-free layers",
+    "baichuan": "llama layout; llama.cpp picks RoPE (32 layers) or ALiBi (40) by layer count, none otherwise",
+    "gptneox": "attention and MLP in parallel (use_parallel_residual), partial rotary, fused QKV, LayerNorm with biases",
+    "ernie4_5": "llama layout",
+    "ernie4_5-moe": "MoE (softmax, selection bias) with a shared expert after a dense first layer",
+    "apertus": "xIELU MLP without a gate, parameters per layer (un-prefixed xielu.* keys), per-head Q/K norms",
+    "nanbeige": "llama layout (num_loops > 1, its own weight-shared looping, is not covered by the oracle)",
+    "jais2": "LayerNorm with biases, ReLU-squared MLP without a gate",
+    "plm": "MLA-style low-rank K/V with a shared RoPE key, ReLU-squared MLP, tied output (its flash-attention "
+           "path asserts in llama.cpp itself)",
+    "phimoe": "RMS norms with biases, biased attention output and head, MoE (Phi-3.5-MoE)",
+    "mistral4": "deepseek2's MLA and MoE with a shared expert, position-dependent attention temperature",
+    "minicpm": "muP scales on embeddings, residuals and logits (written out: the default residual scale "
+               "depends on the layer count)",
+    "granitemoe": "muP scales, MoE with a shared expert",
+    "graniteswitch": "fused QKV, LoRA adapters switched per token by an in-graph router attention layer",
+    "granite_swa": "muP scales, attention sinks, per-layer sliding-window and RoPE flags",
+    "minicpm3": "low-rank Q and KV decompressed into full heads; residual scale 1.4 / sqrt(n_layer) from the "
+                "graph, so the self-merge is another model: the last-layer check compares with all positions",
+    "deepseek2-ocr": "plain MHA with NeoX RoPE, a dense first layer, MoE with a shared expert",
+    "glm4moe": "Q/K/V biases, per-head Q/K norms, partial RoPE, a dense first layer, sigmoid-routed MoE "
+               "with a shared expert",
+    "pangu-embedded": "biased attention output",
+    "arctic": "a dense FFN n_embd wide plus a residual MoE off the attention input with its own norm",
+    "mellum": "per-head Q/K norms, MoE, sliding window on 3 of 4 layers",
+    "exaone-moe": "per-head Q/K norms, RoPE only on the sliding layers (3 of 4), a dense first layer, sigmoid MoE "
+                  "with a shared expert",
+    "bailingmoe2": "fused QKV, per-head Q/K norms, a dense first layer, sigmoid MoE with a shared expert",
+    "hunyuan_vl": "per-head Q/K norms after RoPE, XD-RoPE sections (M-RoPE)",
+    "hunyuan-dense": "per-head Q/K norms after RoPE",
+    "cohere2moe": "attention and FFN in parallel off one LayerNorm, RoPE only on the sliding layers (3 of 4) "
+                  "and the dense first layer, MoE with a halved shared expert, logit scale",
+    "grovemoe": "per-head Q/K norms, MoE plus group-shared chunk experts on the same router logits",
+    "afmoe": "norms before and after attention and FFN, a sigmoid attention-output gate, scaled embeddings, "
+             "sliding window on 3 of 4 layers, no RoPE on every fourth layer, a dense first layer, sigmoid MoE",
+    "laguna": "heads differ per layer, a per-head softplus attention-output gate, partial RoPE on full layers, "
+              "sliding window on 3 of 4 layers, a dense first layer, sigmoid MoE with a shared expert",
+    "qwen2vl": "Qwen2-VL text decoder: Q/K/V biases, M-RoPE sections (text positions)",
+    "qwen3vl": "Qwen3-VL text decoder: per-head Q/K norms, interleaved M-RoPE, deepstack slots (zero for text)",
+    "qwen3vlmoe": "Qwen3-VL MoE text decoder: per-head Q/K norms, M-RoPE, deepstack slots, MoE",
+    "talkie": "parameter-free norms, per-head Q gain after RoPE, a scaled embedding skip into every layer",
+    "spark2_5": "sigmoid gate per attention head, per-layer sliding-window pattern and RoPE base",
+    "plamo3": "fused QKV and gate+up, per-head Q/K norms, post-norms, sliding window on 7 of 8 layers",
+    "minimax-m2": "row-wide Q/K norms, partial RoPE, MoE with sigmoid routing and a selection bias",
 }
 REFUSED = {
     "mamba": ("recurrent state, no attention K/V: `set_loop` raises naming the architecture; a "
               "LOOPCPP_LOOP recipe is ignored with a warning", "test_bad_inputs.py"),
 }
+# What llama.cpp's own classification (loopcpp.architectures()) means for a loop, and the test
+# of that refusal path.
+KIND_REASONS = {
+    "recurrent": "recurrent state, not a K/V cache the loop can re-read",
+    "hybrid": "attention mixed with recurrent layers, whose state the loop cannot re-read like a K/V cache",
+    "diffusion": "a diffusion model: denoises whole sequences instead of decoding token by token",
+}
+# Layered architectures that are not causal text decoders; llama.cpp has no flag for these, so
+# they are named here (an encoder is refused at run time by its causal_attn = false).
+NOT_DECODERS = {
+    **dict.fromkeys(("bert", "modern-bert", "nomic-bert", "nomic-bert-moe", "neo-bert", "jina-bert-v2",
+                     "jina-bert-v3", "eurobert", "t5", "t5encoder", "gemma-embedding"),
+                    "an encoder (bidirectional attention): the contract's evaluations attend causally"),
+    "llama-embed": "llama's builder for embedding models; refused when its GGUF says attention is bidirectional "
+                   "(test_bad_inputs.py), not checked as a decoder",
+    "clip": "a vision/audio projector (mmproj), not a language model",
+    "wavtokenizer-dec": "an audio codec decoder, not a language model",
+    "eagle3": "a speculative-decoding draft head that reads the target model's hidden states",
+    "dflash": "a speculative-decoding draft model that reads the target model's hidden states",
+}
+NOT_CONVERTED = "its builder's layer loop is not converted to `build_layer_stack` yet: refused with that reason"
+
+
+def _status(arch: str, kind: str) -> tuple[str, str, str]:
+    """(status, what is particular, checked by) of an architecture the tests do not loop."""
+    if arch in REFUSED:
+        return ("refused",) + REFUSED[arch]
+    if kind != "layered":
+        return "refused", KIND_REASONS[kind], "llama.cpp's classification; the refusal path: test_bad_inputs.py (mamba)"
+    if arch in NOT_DECODERS:
+        return "refused", NOT_DECODERS[arch], "-"
+    return "not yet", NOT_CONVERTED, "-"
 
 
 def render() -> str:
+    import loopcpp
+
     rows = []
     for a in tinymodels.ARCHS:
         rows.append(f"| `{a}` | loops | {NOTES[a]} | numpy reference (test_loop_matrix.py), self-merge oracle, "
@@ -84,12 +162,19 @@ def render() -> str:
     for a in archmodels.ARCHS:
         rows.append(f"| `{a}` | loops | {NOTES[a]} | self-merge oracle, K = 1 bit-identical, all variants finite, "
                     "cache size (test_arch_oracle.py) |")
-    for a, (why, test) in REFUSED.items():
-        rows.append(f"| `{a}` | refused | {why} | {test} |")
+    looped = set(tinymodels.ARCHS) | set(archmodels.ARCHS)
+    rest = [(a, k) for a, k in loopcpp.architectures().items() if a not in looped]
+    for a, k in sorted(rest, key=lambda ak: (_status(*ak)[0], ak[0])):
+        status, why, test = _status(a, k)
+        rows.append(f"| `{a}` | {status} | {why} | {test} |")
+    counts = {s: sum(r.split(" | ")[1] == s for r in rows) for s in ("loops", "refused", "not yet")}
     return "\n".join([
         "# Architectures",
         "",
         "<!-- generated by `python tests/archtable.py` from the lists the tests run; do not edit -->",
+        "",
+        f"Every architecture of the pinned llama.cpp ({len(rows)}): {counts['loops']} loop, {counts['refused']} are refused",
+        f"because a loop cannot apply, {counts['not yet']} are not converted yet.",
         "",
         "Which llama.cpp architectures loop, and the check that covers each. An architecture loops when",
         "its graph builder runs its layers through `build_layer_stack` (the patch turns its layer loop into",

@@ -51,6 +51,13 @@ def prompt_logits(path, loop=None) -> np.ndarray:
         return ctx.eval(ORACLE_PROMPT, logits="all")
 
 
+# Architectures whose layers depend on the layer count itself, so that a deeper self-merged file is
+# another model: the loop keeps the trained depth's constants, the merge cannot.
+DEPTH_DEPENDENT = {
+    "minicpm3": "scales every residual branch by 1.4 / sqrt(n_layer) (no GGUF key states it)",
+}
+
+
 def oracle_window(arch: str) -> tuple[int, int]:
     """WINDOW, or for an architecture that picks some per-layer settings by index period (no GGUF
     key states them per layer), a window as wide as the period: every copy then keeps them."""
@@ -65,6 +72,8 @@ def test_naive_prompt_equals_the_self_merged_model(arch, mode, k, arch_paths, tm
     if mode == "layer" and arch in MOE_ARCHS:
         pytest.skip("layer mode reuses a MoE layer's first routing in its sub-steps (docs/looping.md); "
                     "a self-merged layer routes anew")
+    if arch in DEPTH_DEPENDENT:
+        pytest.skip(f"{arch} {DEPTH_DEPENDENT[arch]}: a self-merged file is another model")
     if mode == "layer" and arch in INDEX_PERIODS:
         pytest.skip(f"{arch} picks RoPE per layer by index period; layer order moves layers off it")
     s, e = oracle_window(arch)
@@ -76,6 +85,32 @@ def test_naive_prompt_equals_the_self_merged_model(arch, mode, k, arch_paths, tm
     assert max(errs) < TOL, (arch, mode, k, errs)
     # and the oracle can fail: the natural model is far from the merged one
     assert rel_err(prompt_logits(arch_paths[arch])[0], want[0]) > 100 * TOL
+
+
+@pytest.mark.parametrize("arch", ALL_ARCHS)
+def test_a_window_holding_the_last_layer_picks_the_output_rows_once(arch, arch_paths, tmp_path):
+    """With only the last position's logits asked for, llama.cpp's last layer keeps just that
+    row; a window holding it runs every evaluation on all rows and picks the row once after the
+    loop (a builder that picks rows after its output norm instead passes no rows to the stack).
+    Compared with the self-merged model, or, where that is another model, with the same loop's
+    logits of every position."""
+    with loopcpp.Model(arch_paths[arch]) as m:
+        n = m.n_layer
+    e = n - 1
+    s = e - INDEX_PERIODS[arch] + 1 if arch in INDEX_PERIODS else e - 1
+    loop = f"{s}:{e}x2,block,naive,decode=full"
+    if arch in DEPTH_DEPENDENT:
+        with loopcpp.Model(arch_paths[arch]) as m, m.context(n_ctx=64, loop=loop, **EXACT) as ctx:
+            want = ctx.eval(ORACLE_PROMPT, logits="all")[-1]
+    else:
+        merged = tmp_path / f"{arch}-merged.gguf"
+        duplicate_layers(arch_paths[arch], merged, s, e, 2, progress=False)
+        with loopcpp.Model(merged) as m, m.context(n_ctx=64, **EXACT) as ctx:
+            want = ctx.eval(ORACLE_PROMPT)
+    with loopcpp.Model(arch_paths[arch]) as m, m.context(n_ctx=64, loop=loop, **EXACT) as ctx:
+        got = ctx.eval(ORACLE_PROMPT)
+    assert got.shape == want.shape == (m.n_vocab,)
+    assert rel_err(got, want) < TOL, (arch, rel_err(got, want))
 
 
 @pytest.mark.parametrize("arch, window, k", [("gemma2", (2, 2), 2), ("gemma3", (2, 3), 2), ("smollm3", (2, 3), 2)])

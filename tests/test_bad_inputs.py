@@ -8,8 +8,10 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
+import loopcpp
 import tinymodels
 
 
@@ -133,6 +135,16 @@ def test_a_loop_on_a_recurrent_model_is_refused_cleanly(tmp_path):
     assert "supported: False" in r.stdout
     assert "ERROR: architecture 'mamba' cannot loop: it is recurrent" in r.stdout, r.stdout
     assert "env loop: off logits: (288,)" in r.stdout, r.stdout
+
+
+def test_a_loop_on_an_encoder_is_refused_though_its_builder_loops(tmp_path):
+    """A llama whose GGUF says its attention is bidirectional runs llama's loop-capable builder,
+    but the contract's evaluations attend causally: the loop is refused with the reason."""
+    path = tinymodels.write(tinymodels.TinySpec("llama"), tmp_path / "encoder.gguf", causal=False)
+    with loopcpp.Model(path) as m, m.context(n_ctx=64, embeddings=True) as ctx:
+        assert np.isfinite(ctx.embed("abc")).all()
+        with pytest.raises(loopcpp.LoopConfigError, match="architecture 'llama' cannot loop: it is an encoder"):
+            ctx.set_loop("1:2x2")
 
 
 def test_a_vocabulary_only_model_tokenizes_and_refuses_the_rest(tiny_paths):

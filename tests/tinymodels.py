@@ -126,10 +126,10 @@ def add_shape(w, spec: TinySpec, key_length: int | None = None, value_length: in
 
 
 def write(spec: TinySpec, path: Path, loop_recipe: str | None = None, duplicate_token: bool = False,
-          drop: tuple[str, ...] = ()) -> Path:
-    """Writes the GGUF; loop_recipe, if given, becomes the loopcpp.loop metadata key.
-    Broken files for the bad-input tests: duplicate_token repeats a token string in the
-    vocabulary; drop leaves those tensors out."""
+          drop: tuple[str, ...] = (), causal: bool = True) -> Path:
+    """Writes the GGUF; loop_recipe, if given, becomes the loopcpp.loop metadata key; causal=False
+    makes an encoder (bidirectional attention). Broken files for the bad-input tests:
+    duplicate_token repeats a token string in the vocabulary; drop leaves those tensors out."""
     import gguf
 
     a = spec.arch
@@ -147,6 +147,8 @@ def write(spec: TinySpec, path: Path, loop_recipe: str | None = None, duplicate_
         w.add_sliding_window(spec.n_swa)
         w.add_uint32(f"{a}.attention.sliding_window_pattern", spec.swa_pattern)
         w.add_float32(f"{a}.rope.freq_base_swa", spec.rope_base_swa)
+    if not causal:
+        w.add_bool(f"{a}.attention.causal", False)
     _add_vocab(w, spec.n_vocab, duplicate_token)
     if loop_recipe is not None:
         w.add_string("loopcpp.loop", loop_recipe)
