@@ -113,6 +113,27 @@ def test_a_window_holding_the_last_layer_picks_the_output_rows_once(arch, arch_p
     assert rel_err(got, want) < TOL, (arch, rel_err(got, want))
 
 
+@pytest.mark.parametrize("arch", MOE_ARCHS)
+def test_layer_mode_freezes_the_routing_of_every_moe_architecture(arch, arch_paths):
+    """Layer mode routes a MoE layer once and reuses its experts and weights in later sub-steps.
+    The hook sits after every routing variant in llama.cpp's build_moe_ffn (softmax, sigmoid,
+    group-limited, selection bias, normalisation, scale; llama4 applies the reused weights before
+    its FFN), so a reused routing leaves the later routers out of the graph, and a one-layer window
+    in layer mode equals block mode with `freeze`."""
+    moe_layer = 3  # routes in every MoE tiny model (llama4: every other layer; dense-first ones: from layer 1)
+    window = f"{moe_layer}:{moe_layer}x3"
+
+    def nodes(loop):
+        with loopcpp.Model(arch_paths[arch]) as m, m.context(n_ctx=64, loop=loop, count_nodes=True, **EXACT) as ctx:
+            ctx.eval(ORACLE_PROMPT)
+            return ctx.graph_nodes
+
+    assert nodes(f"{window},block,naive,freeze") < nodes(f"{window},block,naive"), "no router was left out"
+    frozen = prompt_logits(arch_paths[arch], f"{window},layer,naive,decode=full")
+    frozen_block = prompt_logits(arch_paths[arch], f"{window},block,naive,decode=full,freeze")
+    assert max(rel_err(a, b) for a, b in zip(frozen, frozen_block)) < TOL
+
+
 @pytest.mark.parametrize("arch, window, k", [("gemma2", (2, 2), 2), ("gemma3", (2, 3), 2), ("smollm3", (2, 3), 2)])
 def test_the_oracle_sees_per_layer_attention_settings(arch, window, k, arch_paths, tmp_path):
     """A merged model whose layers took the settings of their new index (sliding window, RoPE)
