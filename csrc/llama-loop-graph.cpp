@@ -72,13 +72,32 @@ struct loop_builder {
     const llama_loop_params & p;
     llama_loop_graph & hooks;
     ggml_tensor * rows = nullptr; // per-row choice (llm_graph_input_loop_rows), null when every row loops
+    int token_dim = 1;            // the residual's token dimension: [n_embd, n_tokens] or several streams
 
     // Row i of looped where row i loops, else row i of natural.
     ggml_tensor * select(ggml_tensor * looped, ggml_tensor * natural) {
         if (!rows) {
             return looped;
         }
-        ggml_tensor * y = ggml_get_rows(g.ctx0, ggml_concat(g.ctx0, looped, natural, 1), rows);
+        if (token_dim == 1 && ggml_n_dims(looped) <= 2) {
+            ggml_tensor * y = ggml_get_rows(g.ctx0, ggml_concat(g.ctx0, looped, natural, 1), rows);
+            g.cb(y, "loop_select", p.end);
+            return y;
+        }
+        // several residual streams: swap the tokens into dim 3, pick from [streams * n_embd, n_tokens]
+        // rows, swap back (every step copies exactly)
+        const int d = token_dim;
+        auto swap = [&](ggml_tensor * t) {
+            return ggml_cont(g.ctx0, ggml_permute(g.ctx0, t, 0, d == 1 ? 3 : 1, d == 2 ? 3 : 2, d));
+        };
+        auto flat = [&](ggml_tensor * t) {
+            t = swap(t);
+            return ggml_reshape_2d(g.ctx0, t, ggml_nelements(t) / t->ne[3], t->ne[3]);
+        };
+        ggml_tensor * swapped = swap(looped);
+        ggml_tensor * y = ggml_get_rows(g.ctx0, ggml_concat(g.ctx0, flat(looped), flat(natural), 1), rows);
+        y = ggml_reshape_4d(g.ctx0, y, swapped->ne[0], swapped->ne[1], swapped->ne[2], swapped->ne[3]);
+        y = ggml_reshape(g.ctx0, swap(y), looped);
         g.cb(y, "loop_select", p.end);
         return y;
     }
@@ -238,7 +257,8 @@ struct loop_builder {
 
 } // namespace
 
-ggml_tensor * llm_graph_context::build_layer_stack(ggml_tensor * inpL, ggml_tensor * inp_out_ids, const llm_layer_fn & layer) {
+ggml_tensor * llm_graph_context::build_layer_stack(ggml_tensor * inpL, ggml_tensor * inp_out_ids, const llm_layer_fn & layer,
+                                                   int token_dim) {
     const llama_loop_state & state = cparams.loop;
     llama_loop_mark_capable(arch);
 
@@ -265,6 +285,7 @@ ggml_tensor * llm_graph_context::build_layer_stack(ggml_tensor * inpL, ggml_tens
     };
 
     loop_builder b { *this, layer, p, hooks };
+    b.token_dim = token_dim;
     if (state.rows == LLAMA_LOOP_ROWS_SOME) {
         auto inp = std::make_unique<llm_graph_input_loop_rows>(state);
         inp->idx = ggml_new_tensor_1d(ctx0, GGML_TYPE_I32, n_tokens);

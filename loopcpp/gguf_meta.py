@@ -93,7 +93,26 @@ def _layer_tensors(tensors, layers: list[int]) -> list[tuple[str, object]]:
     out = [(t.name, t) for t in head]
     for new, old in enumerate(layers):
         out += [(f"blk.{new}." + t.name.split(".", 2)[2], t) for t in by_layer[old]]
-    return out + [(t.name, t) for t in tail]
+    out += [(t.name, t) for t in tail]
+    return [(name, _sliced(t, len(by_layer), layers)) if name in PER_LAYER_SLICES else (name, t) for name, t in out]
+
+
+# Tensors outside the blocks that hold one slice per layer, layer-major along a numpy axis (gemma3n's
+# and gemma4's per-layer embeddings): a new layer order reorders their slices too.
+PER_LAYER_SLICES = {"per_layer_token_embd.weight": -1, "per_layer_model_proj.weight": 0}
+
+
+class _SlicedTensor:
+    def __init__(self, t, data):
+        self.name, self.tensor_type, self.data, self.n_bytes = t.name, t.tensor_type, data, data.nbytes
+
+
+def _sliced(t, n_layer: int, layers: list[int]) -> _SlicedTensor:
+    import numpy as np
+
+    a = np.moveaxis(np.asarray(t.data), PER_LAYER_SLICES[t.name], 0)  # quantized: whole blocks per slice
+    a = a.reshape(n_layer, -1, *a.shape[1:])[layers].reshape(-1, *a.shape[1:])
+    return _SlicedTensor(t, np.ascontiguousarray(np.moveaxis(a, 0, PER_LAYER_SLICES[t.name])))
 
 
 # Architectures whose sliding-window layers follow a pattern by layer index unless the file gives
@@ -103,7 +122,7 @@ def _layer_tensors(tensors, layers: list[int]) -> list[tuple[str, object]]:
 SWA_PATTERNS = {"cohere2": (4, False), "exaone4": (4, False), "gemma2": (2, False), "gemma3": (6, False),
                 "gpt-oss": (2, False), "olmo2": (4, False), "llama4": (4, False), "smallthinker": (4, True),
                 "plamo3": (8, False), "mellum": (4, False), "exaone-moe": (4, False), "cohere2moe": (4, True),
-                "afmoe": (4, False), "laguna": (4, True)}
+                "afmoe": (4, False), "laguna": (4, True), "muse-glimmer": (4, False)}
 SLIDES_BY_DEFAULT = ("gemma2", "gemma3", "llama4")  # llama4: chunked unless sliding_window is 0
 # Per-layer choices llama.cpp makes from the layer index alone, with no GGUF key to state them per
 # layer (e.g. which layers skip RoPE): a reordered model keeps them only when every layer moves by

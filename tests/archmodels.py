@@ -248,6 +248,13 @@ def tensors(arch: str, spec: TinySpec) -> dict[str, np.ndarray]:
             w.t[p + "attn_gate.weight"] = w.mat(h, E, 2.0)
         elif arch == "qwen2vl":  # qwen2's Q/K/V biases
             w.biases(p, attn_q=H * D, attn_k=KV * D, attn_v=KV * D)
+        elif arch == "paddleocr":  # ernie4_5 layout, an optional attention-output bias
+            w.biases(p, attn_output=E)
+        elif arch == "cogvlm":  # fused QKV (K/V heads = Q heads); vision-expert twins unused by text tokens
+            w.fuse_qkv(p)
+            w.t[p + "vis_attn_qkv.weight"], w.t[p + "vis_attn_output.weight"] = w.mat(3 * H * D, E), w.mat(E, H * D)
+            w.t[p + "vis_gate.weight"], w.t[p + "vis_up.weight"] = w.mat(F, E), w.mat(F, E)
+            w.t[p + "vis_down.weight"] = w.mat(E, F)
         elif arch in ("qwen3vlmoe", "minimax-m2"):  # routed experts only
             w.experts(p)
             if arch == "minimax-m2":  # row-wide Q/K norms, a per-expert selection bias
@@ -264,13 +271,36 @@ def tensors(arch: str, spec: TinySpec) -> dict[str, np.ndarray]:
             w.fuse_gate_up(p)
             for n in ("post_attention_norm", "post_ffw_norm"):  # the loader names them without ".weight"
                 w.t[p + n] = w.norm(E)
+        elif arch == "hy_v3" and il > 0:  # dense layer 0; a selection bias named without ".bias"
+            w.experts(p, shared=True)
+            w.t[p + "exp_probs_b"] = w.bias(spec.n_expert)
+        elif arch == "step35":  # heads per layer, a sigmoid gate per attention head
+            h = STEP35["heads"][il]
+            w.t[p + "attn_q.weight"], w.t[p + "attn_output.weight"] = w.mat(h * D, E, 2.0), w.mat(E, h * D)
+            w.t[p + "attn_gate.weight"] = w.mat(h, E, 2.0)
+            if il > 0:  # dense layer 0, then MoE with a shared expert and a routing bias
+                w.experts(p, shared=True)
+                w.t[p + "exp_probs_b.bias"] = w.bias(spec.n_expert)
+        elif arch == "maple":  # routed experts only
+            w.experts(p)
+        elif arch == "muse-glimmer":  # norms after attention and FFN too, a sigmoid gate on the attention output
+            w.norms(p, post_attention_norm=E, post_ffw_norm=E)
+            w.t[p + "attn_gate.weight"] = w.mat(H * D, E, 2.0)
+        elif arch == "mimo2":  # K/V heads per layer, V heads narrower than K, attention sinks
+            kv, VD = MIMO2["heads_kv"][il], MIMO2["v_head"]
+            w.t[p + "attn_k.weight"], w.t[p + "attn_v.weight"] = w.mat(kv * D, E, 2.0), w.mat(kv * VD, E)
+            w.t[p + "attn_output.weight"] = w.mat(E, H * VD)
+            w.t[p + "attn_sinks.weight"] = w.bias(H)
+            if il > 0:  # dense layer 0 (no router); sigmoid routing with a selection bias
+                w.experts(p)
+                w.t[p + "exp_probs_b.bias"] = w.bias(spec.n_expert)
         if arch in ("exaone-moe", "bailingmoe2", "cohere2moe", "afmoe", "laguna") and il > 0:  # dense layer 0
             w.experts(p, shared=True)
             if arch != "cohere2moe":  # sigmoid routing with a score-correction bias
                 w.t[p + "exp_probs_b.bias"] = w.bias(spec.n_expert)
         if arch in ("dots1", "exaone4", "maincoder", "hunyuan-moe", "apertus", "glm4moe", "mellum", "exaone-moe",
-                    "bailingmoe2",                    "hunyuan_vl", "hunyuan-dense", "grovemoe", "afmoe", "laguna", "qwen3vl", "qwen3vlmoe",
-                    "plamo3"):  # per-head Q/K norms
+                    "bailingmoe2", "hunyuan_vl", "hunyuan-dense", "grovemoe", "afmoe", "laguna", "qwen3vl", "qwen3vlmoe",
+                    "plamo3", "hy_v3", "step35", "maple", "muse-glimmer"):  # per-head Q/K norms
             w.norms(p, attn_q_norm=D, attn_k_norm=D)
     t = w.t
     if arch in ("gpt2", "starcoder"):
@@ -349,6 +379,99 @@ def deepseek2_tensors(spec: TinySpec) -> dict[str, np.ndarray]:
     return t
 
 
+def hy_v4_tensors(spec: TinySpec) -> dict[str, np.ndarray]:
+    """deepseek2's MLA with attention sinks and a sigmoid gate on the decompressed output, hc residual
+    streams (independent hyper-connections) mixed in and out of every attention and FFN, collapsed by
+    a head before the output norm; one leading dense layer, then MoE with a shared expert."""
+    w = _Weights(spec)
+    E, H, F, X, HC = spec.n_embd, spec.n_head, spec.n_ff, spec.n_expert, HY_V4["hc"]
+    QL, KVL, ROPE, NOPE, VH = DS2["q_lora"], DS2["kv_lora"], DS2["rope"], DS2["nope"], DS2["v_head"]
+    t = {k: v for k, v in w.t.items() if not k.startswith("blk.")}
+    t["output_hc_fn.weight"], t["output_hc_base.weight"] = w.mat(HC, HC * E, 2.0), w.bias(HC)
+    t["output_hc_scale.weight"] = w.norm(1)
+    for il in range(spec.n_layer):
+        p = f"blk.{il}."
+        t[p + "attn_norm.weight"], t[p + "ffn_norm.weight"] = w.norm(E), w.norm(E)
+        t[p + "attn_sinks.weight"] = w.bias(H)
+        t[p + "attn_q_a.weight"], t[p + "attn_q_a_norm.weight"] = w.mat(QL, E), w.norm(QL)
+        t[p + "attn_q_b.weight"] = w.mat(H * (NOPE + ROPE), QL, 2.0)
+        t[p + "attn_kv_a_mqa.weight"], t[p + "attn_kv_a_norm.weight"] = w.mat(KVL + ROPE, E, 2.0), w.norm(KVL)
+        t[p + "attn_k_b.weight"] = np.stack([w.mat(KVL, NOPE) for _ in range(H)])
+        t[p + "attn_v_b.weight"] = np.stack([w.mat(VH, KVL) for _ in range(H)])
+        t[p + "attn_output.weight"], t[p + "attn_gate.weight"] = w.mat(E, H * VH), w.mat(H * VH, E, 2.0)
+        for n in ("attn", "ffn"):  # pre (HC) and post (HC) mixing coefficients, a scale for each
+            t[p + f"hc_{n}_fn.weight"], t[p + f"hc_{n}_base.weight"] = w.mat(2 * HC, HC * E, 2.0), w.bias(2 * HC)
+            t[p + f"hc_{n}_scale.weight"] = w.norm(2)
+        if il < DS2["dense_lead"]:
+            t[p + "ffn_gate.weight"], t[p + "ffn_up.weight"], t[p + "ffn_down.weight"] = w.mat(F, E), w.mat(F, E), w.mat(E, F)
+        else:
+            t[p + "ffn_gate_inp.weight"], t[p + "exp_probs_b.bias"] = w.mat(X, E, 3.0), w.bias(X)
+            for n, (o, i) in (("gate", (F, E)), ("up", (F, E)), ("down", (E, F))):
+                t[p + f"ffn_{n}_exps.weight"] = np.stack([w.mat(o, i) for _ in range(X)])
+                t[p + f"ffn_{n}_shexp.weight"] = w.mat(o, i)
+    return t
+
+
+def gemma3n_tensors(spec: TinySpec) -> dict[str, np.ndarray]:
+    """AltUp (4 streams carried as one 3-D residual, a router predicting and correcting them),
+    LAuReL low-rank branch, per-layer embeddings (a slice of two global tensors per layer),
+    Q/K/V norms, post-norms. AltUp width, LAuReL rank and per-layer width are fixed in llama.cpp."""
+    w = _Weights(spec)
+    E, D, L, V = spec.n_embd, spec.head_dim, spec.n_layer, spec.n_vocab
+    X, R, P = GEMMA3N["altup"], GEMMA3N["laurel_rank"], GEMMA3N["per_layer"]
+    for il in range(L):
+        p = f"blk.{il}."
+        w.norms(p, attn_q_norm=D, attn_k_norm=D, post_attention_norm=E, post_ffw_norm=E, post_norm=E,
+                altup_correct_scale=E, altup_router_norm=E, laurel_post_norm=E)
+        w.t[p + "inp_gate.weight"], w.t[p + "proj.weight"] = w.mat(P, E, 2.0), w.mat(E, P)
+        w.t[p + "laurel_l.weight"], w.t[p + "laurel_r.weight"] = w.mat(R, E), w.mat(E, R)
+        w.t[p + "altup_router.weight"] = w.mat(X, E, E)  # its input is scaled by 1 / n_embd
+        w.t[p + "altup_predict_coef.weight"], w.t[p + "altup_correct_coef.weight"] = w.mat(X * X, X), w.mat(X, X)
+    t = w.t
+    del t["output.weight"]  # tied
+    t["altup_proj.weight"] = np.stack([w.mat(E, E) for _ in range(X - 1)])
+    t["altup_unembd_proj.weight"] = np.stack([w.mat(E, E) for _ in range(X - 1)])
+    # layer il's slice: columns (rows of the projection) il * P .. (il + 1) * P
+    t["per_layer_token_embd.weight"] = (w.rng.standard_normal((V, L * P)) / np.sqrt(P)).astype(np.float32)
+    t["per_layer_model_proj.weight"] = w.mat(L * P, E, 2.0)
+    t["per_layer_proj_norm.weight"] = w.norm(P)
+    return t
+
+
+def gemma4_tensors(spec: TinySpec) -> dict[str, np.ndarray]:
+    """Wider heads with proportional RoPE (frequency factors) and V = K on the full layers,
+    Q/K/V norms, post-norms, a scale per layer, per-layer embeddings (a slice of two global tensors
+    per layer), and on odd layers a dense FFN plus an MoE routed from the attention output."""
+    w = _Weights(spec)
+    E, H, KV, F, L, V = spec.n_embd, spec.n_head, spec.n_head_kv, spec.n_ff, spec.n_layer, spec.n_vocab
+    P = GEMMA4["per_layer"]
+    for il in range(L):
+        p = f"blk.{il}."
+        full = not GEMMA4["swa"][il]
+        D = GEMMA4["head_full"] if full else spec.head_dim
+        w.t[p + "attn_q.weight"], w.t[p + "attn_k.weight"] = w.mat(H * D, E, 2.0), w.mat(KV * D, E, 2.0)
+        w.t[p + "attn_v.weight"], w.t[p + "attn_output.weight"] = w.mat(KV * D, E), w.mat(E, H * D)
+        if full:  # V is K
+            w.drop(p, "attn_v.weight")
+        w.norms(p, attn_q_norm=D, attn_k_norm=D, post_attention_norm=E, post_ffw_norm=E, post_norm=E)
+        w.t[p + "inp_gate.weight"], w.t[p + "proj.weight"] = w.mat(P, E, 2.0), w.mat(E, P)
+        w.t[p + "layer_output_scale.weight"] = w.norm(1)
+        if il % 2:  # the dense FFN, then routed experts on the attention output, each with its norms
+            w.experts(p)
+            w.t[p + "ffn_gate.weight"], w.t[p + "ffn_up.weight"] = w.mat(F, E), w.mat(F, E)
+            w.t[p + "ffn_down.weight"] = w.mat(E, F)
+            w.t[p + "ffn_gate_inp.weight"] = w.mat(spec.n_expert, E, 3.0 * np.sqrt(E))  # its input: / sqrt(n_embd)
+            w.t[p + "ffn_gate_inp.scale"] = w.norm(E)
+            w.norms(p, pre_ffw_norm_2=E, post_ffw_norm_1=E, post_ffw_norm_2=E)
+    t = w.t
+    del t["output.weight"]  # tied
+    t["rope_freqs.weight"] = (1.0 + 3.0 * w.rng.random(GEMMA4["head_full"] // 2)).astype(np.float32)
+    t["per_layer_token_embd.weight"] = (w.rng.standard_normal((V, L * P)) / np.sqrt(P)).astype(np.float32)
+    t["per_layer_model_proj.weight"] = w.mat(L * P, E, 2.0)
+    t["per_layer_proj_norm.weight"] = w.norm(P)
+    return t
+
+
 DS2 = {"q_lora": 32, "kv_lora": 32, "rope": 8, "nope": 16, "v_head": 16, "dense_lead": 1}
 # PLM: K heads of a non-RoPE part from the compressed KV and a RoPE part shared by all heads; V heads of head_dim
 PLM = {"kv_lora": 32, "rope": 8, "nope": 16}
@@ -364,6 +487,18 @@ GRANITE_SWITCH = {"rank": 4, "activate": [200], "substitute": [3]}
 GRANITE_SWA = {"swa": [True, True, False, True, False, True], "rope": [True, True, True, False, True, True]}
 # GroveMoE: experts per group (one chunk expert each), the chunk experts' width
 GROVE = {"group": 2, "ff_chunk": 32}
+# hy_v4: residual streams (hyper-connections), their post-gate magnitude
+HY_V4 = {"hc": 2, "magnitude": 2.0}
+# Step35: fewer heads on the full-attention layers (every third), which rotate half the head
+STEP35 = {"heads": [4, 4, 2, 4, 4, 2], "swa": [il % 3 < 2 for il in range(6)]}
+# Maple: RoPE on the sliding layers only; a SwiGLU clamp per layer (small enough to bite)
+MAPLE = {"swa": [True, False, True, True, False, True], "clamp": [1.0, 0.5, 2.0, 0.7, 1.5, 0.8]}
+# Gemma 3n: AltUp streams, LAuReL rank, per-layer embedding width (llama.cpp's fixed values)
+GEMMA3N = {"altup": 4, "laurel_rank": 64, "per_layer": 256}
+# Gemma 4: sliding layers, the full layers' head size, per-layer embedding width
+GEMMA4 = {"swa": [True, True, False, True, True, False], "head_full": 32, "per_layer": 8}
+# MiMo-V2: sliding layers, K/V heads per layer, a V head narrower than K
+MIMO2 = {"swa": [False, True, True, False, True, True], "heads_kv": [2, 4, 4, 2, 4, 4], "v_head": 8}
 # Laguna: fewer heads on the full-attention layers (every fourth from layer 0); RoPE over part of the head there
 LAGUNA = {"heads": [2, 4, 4, 4, 2, 4], "rope": 8}
 
@@ -377,16 +512,18 @@ ARCHS = ("phi3", "olmo2", "qwen2moe", "smollm3", "gemma2", "gpt-oss", "mistral3"
          "nanbeige", "jais2", "plm", "phimoe", "mistral4", "minicpm", "granitemoe", "graniteswitch", "granite_swa",
          "minicpm3", "deepseek2-ocr", "glm4moe", "pangu-embedded", "arctic", "mellum", "exaone-moe", "bailingmoe2",
          "hunyuan_vl", "hunyuan-dense", "cohere2moe", "grovemoe", "afmoe", "laguna", "qwen2vl", "qwen3vl",
-         "qwen3vlmoe", "talkie", "spark2_5", "plamo3", "minimax-m2")
+         "qwen3vlmoe", "talkie", "spark2_5", "plamo3", "minimax-m2", "hy_v3", "hy_v4", "step35", "muse-glimmer",
+         "maple", "paddleocr", "cogvlm", "gemma3n", "gemma4", "mimo2")
 MOE = ("qwen2moe", "gpt-oss", "olmoe", "llama4", "deepseek2", "deepseek", "bailingmoe", "dots1", "dbrx", "grok",
        "hunyuan-moe", "smallthinker", "ernie4_5-moe", "phimoe", "mistral4", "granitemoe", "deepseek2-ocr", "glm4moe",
        "arctic", "mellum", "exaone-moe", "bailingmoe2", "cohere2moe", "grovemoe", "afmoe", "laguna", "qwen3vlmoe",
-       "minimax-m2")
+       "minimax-m2", "hy_v3", "hy_v4", "step35", "maple", "gemma4", "mimo2")
 LAYERNORM = ("starcoder2", "orion", "cohere2", "gpt2", "starcoder", "bloom", "phi2", "codeshell", "nemotron",
              "stablelm", "command-r", "olmo", "falcon", "mpt", "jais", "dbrx", "gptneox", "jais2", "cohere2moe")
 # Shapes some loaders insist on: olmoe's K norm spans n_embd, so K/V heads = Q heads.
-# plm, minicpm3: a K head per Q head; deepseek2-ocr: K/V span n_embd.
-SPECS = {a: TinySpec("llama", n_head_kv=4) for a in ("olmoe", "qwen", "dots1", "plm", "minicpm3", "deepseek2-ocr")}
+# plm, minicpm3: a K head per Q head; deepseek2-ocr, cogvlm: K/V span n_embd.
+SPECS = {a: TinySpec("llama", n_head_kv=4) for a in ("olmoe", "qwen", "dots1", "plm", "minicpm3", "deepseek2-ocr",
+                                                     "cogvlm")}
 
 
 def write(arch: str, path: Path, spec: TinySpec | None = None) -> Path:
@@ -395,7 +532,7 @@ def write(arch: str, path: Path, spec: TinySpec | None = None) -> Path:
     spec = spec or SPECS.get(arch, TinySpec("llama"))
     mla = {}
     # MLA: one K/V head: the compressed KV plus the RoPE part (K), the compressed KV (V)
-    if arch in ("deepseek2", "mistral4"):
+    if arch in ("deepseek2", "mistral4", "hy_v4"):
         spec = TinySpec("llama", n_head_kv=1)
         mla = dict(key_length=DS2["kv_lora"] + DS2["rope"], value_length=DS2["kv_lora"], rope_dims=DS2["rope"])
     w = gguf.GGUFWriter(str(path), arch)
@@ -412,8 +549,14 @@ def write(arch: str, path: Path, spec: TinySpec | None = None) -> Path:
         mla = dict(rope_dims=spec.head_dim // 2)
     if arch == "laguna":
         mla = dict(heads=LAGUNA["heads"], rope_dims=LAGUNA["rope"])
+    if arch == "step35":
+        mla = dict(heads=STEP35["heads"])
+    if arch == "mimo2":  # partial RoPE
+        mla = dict(heads_kv=MIMO2["heads_kv"], value_length=MIMO2["v_head"], rope_dims=spec.head_dim // 2)
     if arch == "minimax-m2":  # RoPE on half of each head
         mla = dict(rope_dims=spec.head_dim // 2)
+    if arch == "gemma4":  # the full layers' heads; the sliding ones' below
+        mla = dict(key_length=GEMMA4["head_full"], value_length=GEMMA4["head_full"], rope_dims=GEMMA4["head_full"])
     tinymodels.add_shape(w, spec, **mla)
     w.add_feed_forward_length({"openelm": OPENELM["ff"], "deci": DECI["ff"]}.get(arch, spec.n_ff))
     if arch in MOE:
@@ -421,18 +564,19 @@ def write(arch: str, path: Path, spec: TinySpec | None = None) -> Path:
         w.add_expert_used_count(1 if arch == "llama4" else spec.n_expert_used)
         w.add_expert_feed_forward_length(spec.n_ff)
     if arch in ("deepseek", "bailingmoe", "dots1", "deepseek2", "mistral4", "deepseek2-ocr", "glm4moe", "exaone-moe",
-                "bailingmoe2", "cohere2moe", "afmoe", "laguna"):
+                "bailingmoe2", "cohere2moe", "afmoe", "laguna", "hy_v4"):
         w.add_uint32(f"{arch}.expert_shared_count", 1)
         w.add_float32(f"{arch}.expert_weights_scale", 1.0)
     if arch in ("deepseek", "dots1", "deepseek2", "ernie4_5-moe", "mistral4", "deepseek2-ocr", "glm4moe", "exaone-moe",
-                "bailingmoe2", "cohere2moe", "afmoe", "laguna"):
+                "bailingmoe2", "cohere2moe", "afmoe", "laguna", "hy_v4"):
         w.add_uint32(f"{arch}.leading_dense_block_count", 1)
     if arch in LAYERNORM:
         w.add_float32(f"{arch}.attention.layer_norm_epsilon", 1e-5)
-    if arch in ("gemma2", "gpt-oss", "cohere2", "exaone4", "mellum", "exaone-moe", "cohere2moe", "afmoe", "laguna"):
+    if arch in ("gemma2", "gpt-oss", "cohere2", "exaone4", "mellum", "exaone-moe", "cohere2moe", "afmoe", "laguna",
+                "step35", "maple", "muse-glimmer"):
         w.add_sliding_window(spec.n_swa)
         w.add_float32(f"{arch}.rope.freq_base_swa", 1000.0)  # unlike the global layers' base
-    if arch in ("qwen2moe", "hunyuan-moe", "ernie4_5-moe", "granitemoe"):
+    if arch in ("qwen2moe", "hunyuan-moe", "ernie4_5-moe", "granitemoe", "step35"):
         w.add_uint32(f"{arch}.expert_shared_feed_forward_length", spec.n_ff)
     if arch == "gemma2":
         w.add_float32(f"{arch}.attn_logit_softcapping", 50.0)
@@ -441,12 +585,12 @@ def write(arch: str, path: Path, spec: TinySpec | None = None) -> Path:
         w.add_float32(f"{arch}.attention.clamp_kqv", 8.0)
     if arch in ("dots1", "smallthinker", "exaone-moe", "bailingmoe2"):
         w.add_uint32(f"{arch}.expert_gating_func", 1 if arch == "smallthinker" else 2)  # softmax, sigmoid
-    if arch in ("exaone-moe", "bailingmoe2", "cohere2moe", "afmoe", "laguna"):  # sigmoid weights renormalized
+    if arch in ("exaone-moe", "bailingmoe2", "cohere2moe", "afmoe", "laguna", "hy_v3", "hy_v4", "step35"):  # sigmoid weights renormalized
         w.add_bool(f"{arch}.expert_weights_norm", True)
-    if arch in ("deepseek2", "mistral4", "minicpm3"):
+    if arch in ("deepseek2", "mistral4", "minicpm3", "hy_v4"):
         w.add_uint32(f"{arch}.attention.q_lora_rank", DS2["q_lora"])
         w.add_uint32(f"{arch}.attention.kv_lora_rank", DS2["kv_lora"])
-    if arch in ("deepseek2", "mistral4"):
+    if arch in ("deepseek2", "mistral4", "hy_v4"):
         w.add_uint32(f"{arch}.attention.key_length_mla", DS2["nope"] + DS2["rope"])
         w.add_uint32(f"{arch}.attention.value_length_mla", DS2["v_head"])
     if arch == "mistral4":  # position-dependent attention temperature
@@ -490,7 +634,7 @@ def write(arch: str, path: Path, spec: TinySpec | None = None) -> Path:
         w.add_sliding_window(spec.n_swa)
         w.add_array(f"{arch}.attention.sliding_window_pattern", GRANITE_SWA["swa"])
         w.add_array(f"{arch}.attention.rope_pattern", GRANITE_SWA["rope"])
-    if arch in ("qwen2vl", "qwen3vl", "qwen3vlmoe"):  # M-RoPE sections (text positions: all alike)
+    if arch in ("qwen2vl", "qwen3vl", "qwen3vlmoe", "paddleocr"):  # M-RoPE sections (text positions: all alike)
         w.add_array(f"{arch}.rope.dimension_sections", [3, 3, 2, 0])
     if arch in ("qwen3vl", "qwen3vlmoe"):  # deepstack slots in the input embedding: zero for text tokens
         w.add_uint32(f"{arch}.n_deepstack_layers", 3)
@@ -505,6 +649,37 @@ def write(arch: str, path: Path, spec: TinySpec | None = None) -> Path:
         w.add_array(f"{arch}.attention.sliding_window_pattern", [il % 3 < 2 for il in range(spec.n_layer)])
     if arch == "plamo3":  # by period (default 8: every layer of a tiny model would slide)
         w.add_uint32(f"{arch}.attention.sliding_window_pattern", spec.swa_pattern)
+    if arch == "hy_v4":  # sigmoid routing with a selection bias; no DSA indexer (indexer.top_k 0)
+        w.add_uint32(f"{arch}.expert_gating_func", 2)
+        w.add_uint32(f"{arch}.hyper_connection.count", HY_V4["hc"])
+        w.add_float32(f"{arch}.hyper_connection.epsilon", 1e-6)
+        w.add_float32(f"{arch}.hyper_connection.magnitude", HY_V4["magnitude"])
+    if arch in ("step35", "maple"):  # the pattern per layer
+        w.add_array(f"{arch}.attention.sliding_window_pattern", {"step35": STEP35, "maple": MAPLE}[arch]["swa"])
+    if arch == "maple":
+        w.add_array(f"{arch}.swiglu_clamp_exp", MAPLE["clamp"])
+    if arch == "muse-glimmer":  # the pattern by period (default 4); logits scaled, then soft-capped
+        w.add_float32(f"{arch}.logit_scale", 0.5)
+        w.add_float32(f"{arch}.final_logit_softcapping", 30.0)
+    if arch == "gemma3n":  # the pattern per layer (llama.cpp's default period: 5); KV sharing from layer 20 on
+        w.add_sliding_window(spec.n_swa)
+        w.add_float32(f"{arch}.rope.freq_base_swa", 1000.0)
+        w.add_array(f"{arch}.attention.sliding_window_pattern", [il % 5 < 4 for il in range(spec.n_layer)])
+    if arch == "gemma4":
+        w.add_sliding_window(spec.n_swa)
+        w.add_float32(f"{arch}.rope.freq_base_swa", 1000.0)
+        w.add_array(f"{arch}.attention.sliding_window_pattern", GEMMA4["swa"])
+        w.add_uint32(f"{arch}.attention.key_length_swa", spec.head_dim)
+        w.add_uint32(f"{arch}.attention.value_length_swa", spec.head_dim)
+        w.add_uint32(f"{arch}.rope.dimension_count_swa", spec.head_dim)
+        w.add_uint32(f"{arch}.embedding_length_per_layer_input", GEMMA4["per_layer"])
+        w.add_float32(f"{arch}.final_logit_softcapping", 30.0)
+    if arch == "mimo2":  # the pattern per layer, a scale on the attention output
+        w.add_sliding_window(spec.n_swa)
+        w.add_float32(f"{arch}.rope.freq_base_swa", 1000.0)  # unlike the global layers' base
+        w.add_array(f"{arch}.attention.sliding_window_pattern", MIMO2["swa"])
+        w.add_float32(f"{arch}.attention.value_scale", 0.7)
     tinymodels._add_vocab(w, spec.n_vocab)
-    writers = {"deepseek2": deepseek2_tensors, "mistral4": deepseek2_tensors, "openelm": openelm_tensors}
+    writers = {"deepseek2": deepseek2_tensors, "mistral4": deepseek2_tensors, "openelm": openelm_tensors,
+               "hy_v4": hy_v4_tensors, "gemma3n": gemma3n_tensors, "gemma4": gemma4_tensors}
     return tinymodels.finish(w, writers.get(arch, lambda sp: tensors(arch, sp))(spec), path)

@@ -113,6 +113,29 @@ NOTES = {
     "spark2_5": "sigmoid gate per attention head, per-layer sliding-window pattern and RoPE base",
     "plamo3": "fused QKV and gate+up, per-head Q/K norms, post-norms, sliding window on 7 of 8 layers",
     "minimax-m2": "row-wide Q/K norms, partial RoPE, MoE with sigmoid routing and a selection bias",
+    "hy_v3": "per-head Q/K norms, a dense first layer, sigmoid MoE with a selection bias (exp_probs_b, no .bias "
+             "suffix) and a shared expert",
+    "hy_v4": "deepseek2's MLA with attention sinks and a sigmoid output gate, 2 hyper-connection residual streams "
+             "(a 3-D residual [n_embd, streams, n_tokens]) mixed around attention and FFN, a dense first layer, sigmoid "
+             "MoE with a shared expert; with its DSA indexer on, refused (not a plain KV cache)",
+    "step35": "heads differ per layer, a per-head sigmoid attention-output gate, per-layer sliding-window pattern, "
+              "half-head RoPE on full layers, a dense first layer, sigmoid MoE with a shared expert",
+    "muse-glimmer": "parameter-free norm on the embeddings, norms before and after attention and FFN, a sigmoid "
+                    "attention-output gate, RoPE only on the sliding layers (3 of 4), logit scale and soft-cap",
+    "maple": "per-head Q/K norms, per-layer sliding-window pattern with RoPE only on the sliding layers, MoE "
+             "(softmax) with a per-layer SwiGLU clamp",
+    "paddleocr": "PaddleOCR-VL text decoder: ernie4_5 layout, optional attention-output bias, M-RoPE sections "
+                 "(text positions)",
+    "cogvlm": "CogVLM text path: fused QKV (K/V heads = Q heads); the vision-expert twin weights serve embedding "
+              "inputs only",
+    "gemma3n": "AltUp: four residual streams carried as one 3-D tensor, LAuReL branch, per-layer embeddings "
+               "(sliced by layer index, reordered by a self-merge), Q/K/V norms; top-k FFN sparsity on layers < 10 and "
+               "KV shared from layer 20 on are fixed by index in llama.cpp (none in a tiny model)",
+    "gemma4": "Q/K/V norms, post-norms, a scale per layer, per-layer sliding pattern with smaller heads, V = K and "
+              "proportional RoPE on the full layers, per-layer embeddings (sliced by layer index), a dense FFN plus "
+              "softmax MoE; KV sharing (shared_kv_layers) not in the tiny model",
+    "mimo2": "interleaved sliding window (pattern per layer, own RoPE base), K/V heads per layer, V heads narrower "
+             "than K, attention sinks, a scaled attention output, a dense first layer, sigmoid-routed MoE",
 }
 REFUSED = {
     "mamba": ("recurrent state, no attention K/V: `set_loop` raises naming the architecture; a "
@@ -139,6 +162,19 @@ NOT_DECODERS = {
     "dflash": "a speculative-decoding draft model that reads the target model's hidden states",
 }
 NOT_CONVERTED = "its builder's layer loop is not converted to `build_layer_stack` yet: refused with that reason"
+# Why a builder is not converted yet, where it is more than time
+NOT_YET_WHY = {
+    **dict.fromkeys(("deepseek32", "glm-dsa", "dots3note", "minimax-m3"),
+                    "sparse attention (DSA / MSA) keeps an indexer cache beside the K/V, and some layers reuse another "
+                    "layer's top-k selection: the loop does not handle that state yet"),
+    "chameleon": "its unmodified graph asserts on a prompt chunk without outputs (a llama.cpp bug), so it is not "
+                 "converted until that is fixed",
+    "gptj": "the pinned llama.cpp has no graph builder for it",
+    "gemma4-assistant": "a draft model for speculative decoding that reads its target's hidden states",
+    "hrm_text": "a hierarchical recurrent reasoning model: its layers are not one stack",
+    "qwen3tts": "a text-to-speech model",
+    "pockettts": "a text-to-speech model",
+}
 
 
 def _status(arch: str, kind: str) -> tuple[str, str, str]:
@@ -149,7 +185,7 @@ def _status(arch: str, kind: str) -> tuple[str, str, str]:
         return "refused", KIND_REASONS[kind], "llama.cpp's classification; the refusal path: test_bad_inputs.py (mamba)"
     if arch in NOT_DECODERS:
         return "refused", NOT_DECODERS[arch], "-"
-    return "not yet", NOT_CONVERTED, "-"
+    return "not yet", NOT_YET_WHY.get(arch, NOT_CONVERTED), "-"
 
 
 def render() -> str:
@@ -203,8 +239,12 @@ def render() -> str:
         "2. Add the architecture to `tests/archmodels.py` (what its loader requires, in llama layout",
         "   terms) and a line here; `tests/test_arch_oracle.py` then checks it.",
         "",
-        "A builder whose layers carry more than one residual stream (gemma3n's AltUp, per-layer",
-        "embeddings, MTP heads) needs its extra state carried through the lambda and is not ported yet.",
+        "A builder whose residual has several streams carries them as one tensor through the stack",
+        "(gemma3n's AltUp [n_embd, n_tokens, 4], hy_v4's hyper-connections [n_embd, 2, n_tokens]: the",
+        "integrators are elementwise; the per-row choice of a mixed ubatch is told where the tokens are by",
+        "`build_layer_stack`'s `token_dim`). Per-layer embeddings are read by layer index and follow the",
+        "evaluated layer. A builder that picks its output rows after the output norm (MTP heads that",
+        "need every row) passes no rows to the stack.",
         "",
         "| architecture | status | what is particular | checked by |",
         "|---|---|---|---|",

@@ -157,6 +157,28 @@ def test_k1_is_bit_identical_to_the_unmodified_model(arch, arch_paths):
         assert np.array_equal(ctx.eval(PROMPT, logits="all"), off)
 
 
+@pytest.mark.parametrize("arch", ["llama", "gemma3n", "hy_v4"])
+@pytest.mark.parametrize("mode", ["block", "layer"])
+def test_a_residual_of_several_streams_picks_each_sequences_rows(arch, mode, arch_paths):
+    """A ubatch mixing sequences that loop with ones that do not picks rows per token; gemma3n
+    ([n_embd, n_tokens, 4]) and hy_v4 ([n_embd, 2, n_tokens]) carry several residual streams, so
+    the pick moves their token dimension (llama: the plain [n_embd, n_tokens] case). Each sequence
+    gives what it gives alone."""
+    from test_loop_sequences import MIXED, run_cpp
+
+    spec = f"2:3x3,{mode},rk,beta=0.3,decode=bypass"
+    with loopcpp.Model(arch_paths[arch]) as m, m.context(n_ctx=64, n_batch=64, n_ubatch=64, n_seq_max=4, **EXACT) as ctx:
+        together = run_cpp(ctx, spec, MIXED)
+        alone = {s: run_cpp(ctx, spec, [[r for r in ub if r[1] == [s]] for ub in MIXED if [s] in [r[1] for r in ub]])
+                 for s in (0, 1, 2)}
+    for s in (0, 1, 2):
+        rows = [np.stack([g[i] for i, r in enumerate(ub) if r[1] == [s]]) for g, ub in zip(together, MIXED)
+                if [s] in [r[1] for r in ub]]
+        assert len(rows) == len(alone[s])
+        for t, a in zip(rows, alone[s]):
+            assert rel_err(t, a) < TOL, (arch, mode, s)  # the other chain differs by > 1e-2
+
+
 @pytest.mark.parametrize("arch", ALL_ARCHS)
 def test_every_variant_runs_finite_and_the_cache_never_grows(arch, arch_paths):
     with loopcpp.Model(arch_paths[arch]) as m, m.context(n_ctx=64, n_ubatch=4, n_batch=4, **EXACT) as ctx:
