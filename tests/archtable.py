@@ -140,7 +140,10 @@ NOTES = {
 REFUSED = {
     "mamba": ("recurrent state, no attention K/V: `set_loop` raises naming the architecture; a "
               "LOOPCPP_LOOP recipe is ignored with a warning", "test_bad_inputs.py"),
+    "lfm2": ("short-convolution layers with a recurrent state between attention layers: `set_loop` raises "
+             "naming the architecture; a LOOPCPP_LOOP recipe is ignored with a warning", "test_bad_inputs.py"),
 }
+REFUSAL_TESTED_ON = {"recurrent": "mamba", "hybrid": "lfm2"}
 # What llama.cpp's own classification (loopcpp.architectures()) means for a loop, and the test
 # of that refusal path.
 KIND_REASONS = {
@@ -182,7 +185,8 @@ def _status(arch: str, kind: str) -> tuple[str, str, str]:
     if arch in REFUSED:
         return ("refused",) + REFUSED[arch]
     if kind != "layered":
-        return "refused", KIND_REASONS[kind], "llama.cpp's classification; the refusal path: test_bad_inputs.py (mamba)"
+        tested = f"; the refusal path: test_bad_inputs.py ({REFUSAL_TESTED_ON[kind]})" if kind in REFUSAL_TESTED_ON else ""
+        return "refused", KIND_REASONS[kind], "llama.cpp's classification" + tested
     if arch in NOT_DECODERS:
         return "refused", NOT_DECODERS[arch], "-"
     return "not yet", NOT_YET_WHY.get(arch, NOT_CONVERTED), "-"

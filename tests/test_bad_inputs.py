@@ -113,10 +113,12 @@ def test_bad_inputs_raise(tiny_paths, code, needle):
     assert needle in r.stdout, r.stdout + r.stderr[-500:]
 
 
-def test_a_loop_on_a_recurrent_model_is_refused_cleanly(tmp_path):
-    """Mamba keeps a recurrent state, not a KV cache: an explicit loop is an error naming the
-    architecture, and a global LOOPCPP_LOOP is ignored with a warning (the model still runs)."""
-    path = tinymodels.write_mamba(tmp_path / "mamba.gguf")
+@pytest.mark.parametrize("arch, why", [("mamba", "it is recurrent"), ("lfm2", "it mixes attention with recurrent layers")])
+def test_a_loop_on_a_recurrent_or_hybrid_model_is_refused_cleanly(arch, why, tmp_path):
+    """Mamba keeps a recurrent state, not a KV cache, and LFM2 mixes attention with such layers:
+    an explicit loop is an error naming the architecture and the reason, and a global
+    LOOPCPP_LOOP is ignored with a warning (the model still runs)."""
+    path = {"mamba": tinymodels.write_mamba, "lfm2": tinymodels.write_lfm2}[arch](tmp_path / f"{arch}.gguf")
     r = run(f"""
         import os, loopcpp
         m = loopcpp.Model({str(path)!r})
@@ -133,7 +135,7 @@ def test_a_loop_on_a_recurrent_model_is_refused_cleanly(tmp_path):
     """)
     assert r.returncode == 0, f"exit {r.returncode}\n{r.stderr[-1500:]}"
     assert "supported: False" in r.stdout
-    assert "ERROR: architecture 'mamba' cannot loop: it is recurrent" in r.stdout, r.stdout
+    assert f"ERROR: architecture '{arch}' cannot loop: {why}" in r.stdout, r.stdout
     assert "env loop: off logits: (288,)" in r.stdout, r.stdout
 
 

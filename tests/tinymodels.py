@@ -208,6 +208,49 @@ def write_mamba(path: Path, n_layer: int = 2, n_embd: int = 32, n_vocab: int = 2
     return finish(w, {}, path)
 
 
+def write_lfm2(path: Path, n_layer: int = 4, n_embd: int = 32, n_vocab: int = 288, seed: int = 0) -> Path:
+    """A tiny LFM2 (hybrid: short-convolution layers with a recurrent state, and attention layers
+    where heads_kv > 0): another architecture the loop must refuse cleanly."""
+    import gguf
+
+    rng = np.random.default_rng(seed)
+    n_head, head_dim, n_ff, l_cache = 4, n_embd // 4, 64, 3
+    heads_kv = [0 if il % 2 == 0 else 2 for il in range(n_layer)]  # even layers convolve
+    w = gguf.GGUFWriter(str(path), "lfm2")
+    w.add_name("tiny-lfm2")
+    w.add_context_length(256)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(n_layer)
+    w.add_feed_forward_length(n_ff)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(heads_kv)
+    w.add_rope_freq_base(10000.0)
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_uint32("lfm2.shortconv.l_cache", l_cache)
+    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    _add_vocab(w, n_vocab)
+
+    def t(*shape):  # numpy layout: the reverse of ggml's ne
+        return (rng.standard_normal(shape) / np.sqrt(shape[-1])).astype(np.float32)
+
+    weights = {"token_embd.weight": t(n_vocab, n_embd), "token_embd_norm.weight": np.ones(n_embd, np.float32)}
+    for il in range(n_layer):
+        p = f"blk.{il}."
+        weights[p + "attn_norm.weight"] = weights[p + "ffn_norm.weight"] = np.ones(n_embd, np.float32)
+        weights[p + "ffn_gate.weight"], weights[p + "ffn_up.weight"] = t(n_ff, n_embd), t(n_ff, n_embd)
+        weights[p + "ffn_down.weight"] = t(n_embd, n_ff)
+        if heads_kv[il]:
+            kv = heads_kv[il] * head_dim
+            weights[p + "attn_q_norm.weight"] = weights[p + "attn_k_norm.weight"] = np.ones(head_dim, np.float32)
+            weights[p + "attn_q.weight"], weights[p + "attn_k.weight"] = t(n_embd, n_embd), t(kv, n_embd)
+            weights[p + "attn_v.weight"], weights[p + "attn_output.weight"] = t(kv, n_embd), t(n_embd, n_embd)
+        else:
+            weights[p + "shortconv.conv.weight"] = t(n_embd, l_cache)
+            weights[p + "shortconv.in_proj.weight"] = t(3 * n_embd, n_embd)
+            weights[p + "shortconv.out_proj.weight"] = t(n_embd, n_embd)
+    return finish(w, weights, path)
+
+
 def swa_layers(spec: TinySpec) -> list[bool]:
     """Which layers use sliding-window attention (gemma3's pattern; none elsewhere)."""
     if spec.arch != "gemma3":
