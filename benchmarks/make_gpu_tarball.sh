@@ -16,10 +16,18 @@ STAGE=$(mktemp -d); trap 'rm -rf "$STAGE"' EXIT
 D=$STAGE/loopcpp-gpu
 mkdir -p "$D/benchmarks" "$D/tests" "$D/models"
 # loopcpp: build files, sources, package, and the files of the check
-cp -r "$REPO"/{CMakeLists.txt,LICENSE,pyproject.toml,README.md,cmake,csrc,loopcpp} "$D/"
-cp "$REPO/models/catalog.json" "$D/models/"
-cp "$REPO"/benchmarks/{gpu_check.sh,gpu_models.py} "$D/benchmarks/"
-cp "$REPO/tests/tinymodels.py" "$D/tests/"
+cp -a "$REPO"/{CMakeLists.txt,LICENSE,pyproject.toml,README.md,cmake,csrc,loopcpp} "$D/"
+cp -p "$REPO/models/catalog.json" "$D/models/"
+cp -p "$REPO"/benchmarks/{gpu_check.sh,gpu_models.py} "$D/benchmarks/"
+cp -p "$REPO/tests/tinymodels.py" "$D/tests/"
+# pure-Python packages loopcpp and the model writer import, for a machine that lacks them (appended
+# to sys.path by gpu_models.py, so installed versions win); numpy and cffi must be installed
+PY=${PYTHON:-$REPO/.venv/bin/python}; [ -x "$PY" ] || PY=python3
+mkdir -p "$D/pydeps"
+for m in jinja2 markupsafe tqdm gguf yaml; do
+    cp -a "$("$PY" -c "import $m, os; print(os.path.dirname($m.__file__))")" "$D/pydeps/"
+done
+find "$D/pydeps" -name '*.so' -delete
 find "$D" -name __pycache__ -prune -exec rm -rf {} +
 
 # llama.cpp: the parts cmake/llama_source.cmake copies from a tree, then stripped
@@ -43,4 +51,9 @@ rm -rf "$L/scripts/"*.py "$L/scripts/"*/
 find "$L" \( -name '*.md' -o -name '*.png' -o -name '*.jpg' -o -name '*.gguf' \) -delete
 
 tar -C "$STAGE" -cJf "$OUT" loopcpp-gpu
+# the working tree is what is packed: say so when it differs from the commit
+dirty=$(git -C "$REPO" status --short -- CMakeLists.txt cmake csrc loopcpp pyproject.toml models/catalog.json \
+        benchmarks/gpu_check.sh benchmarks/gpu_models.py tests/tinymodels.py 2>/dev/null || true)
+[ -z "$dirty" ] || printf 'note: packed from the working tree, which differs from %s in:\n%s\n' \
+    "$(git -C "$REPO" rev-parse --short HEAD)" "$dirty" >&2
 echo "$OUT: $(du -h "$OUT" | cut -f1) ($(stat -c %s "$OUT") bytes), $(find "$D" -type f | wc -l) files"

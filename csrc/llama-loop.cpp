@@ -12,6 +12,9 @@
 #include "llama-impl.h"
 #include "llama-kv-cache-iswa.h"
 #include "llama-kv-cache.h"
+#include "llama-kv-cache-dsa.h"
+#include "llama-kv-cache-dsa-iswa.h"
+#include "llama-kv-cache-msa.h"
 #include "llama-model.h"
 
 #include <cmath>
@@ -250,7 +253,12 @@ int32_t set_loop(llama_context * ctx, const llama_loop_params * params, bool res
             return fail(LLAMA_LOOP_ERR_UNSUPPORTED, "looping is not available while training");
         }
         llama_memory_t mem = ctx->get_memory();
-        if (mem && !dynamic_cast<llama_kv_cache *>(mem) && !dynamic_cast<llama_kv_cache_iswa *>(mem)) {
+        // attention caches: their writes report through llama_kv_cache_context (sparse attention's
+        // indexer cache too), so the cache policy applies to every one of them
+        const bool kv = dynamic_cast<llama_kv_cache *>(mem) || dynamic_cast<llama_kv_cache_iswa *>(mem) ||
+                        dynamic_cast<llama_kv_cache_dsa *>(mem) || dynamic_cast<llama_kv_cache_dsa_iswa *>(mem) ||
+                        dynamic_cast<llama_kv_cache_msa *>(mem);
+        if (mem && !kv) {
             return fail(LLAMA_LOOP_ERR_UNSUPPORTED, "looping needs a plain KV cache; recurrent and hybrid memory are not supported");
         }
         resolve(model, p);

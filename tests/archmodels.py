@@ -294,12 +294,19 @@ def tensors(arch: str, spec: TinySpec) -> dict[str, np.ndarray]:
             if il > 0:  # dense layer 0 (no router); sigmoid routing with a selection bias
                 w.experts(p)
                 w.t[p + "exp_probs_b.bias"] = w.bias(spec.n_expert)
+        elif arch == "minimax-m3" and il > 0:  # dense layer 0; MoE with a shared expert and a sparse-attention indexer
+            w.experts(p, shared=True)
+            w.t[p + "exp_probs_b.bias"] = w.bias(spec.n_expert)
+            IH, ID = MSA["heads"], MSA["key_length"]
+            w.t[p + "indexer.q_proj.weight"] = w.mat(IH * ID, E, 2.0)
+            w.t[p + "indexer.k_proj.weight"] = w.mat(ID, E, 2.0)
+            w.norms(p, **{"indexer.q_norm": ID, "indexer.k_norm": ID})
         if arch in ("exaone-moe", "bailingmoe2", "cohere2moe", "afmoe", "laguna") and il > 0:  # dense layer 0
             w.experts(p, shared=True)
             if arch != "cohere2moe":  # sigmoid routing with a score-correction bias
                 w.t[p + "exp_probs_b.bias"] = w.bias(spec.n_expert)
         if arch in ("dots1", "exaone4", "maincoder", "hunyuan-moe", "apertus", "glm4moe", "mellum", "exaone-moe",
-                    "bailingmoe2", "hunyuan_vl", "hunyuan-dense", "grovemoe", "afmoe", "laguna", "qwen3vl", "qwen3vlmoe",
+                    "bailingmoe2", "minimax-m3", "hunyuan_vl", "hunyuan-dense", "grovemoe", "afmoe", "laguna", "qwen3vl", "qwen3vlmoe",
                     "plamo3", "hy_v3", "step35", "maple", "muse-glimmer"):  # per-head Q/K norms
             w.norms(p, attn_q_norm=D, attn_k_norm=D)
     t = w.t
@@ -472,7 +479,58 @@ def gemma4_tensors(spec: TinySpec) -> dict[str, np.ndarray]:
     return t
 
 
+def dsa_tensors(spec: TinySpec, full: list[int] | None = None) -> dict[str, np.ndarray]:
+    """deepseek2's MLA and MoE plus a lightning indexer (its own one-head K cache) on the layers
+    `full` marks (default all): its scores pick the top-k keys each query attends to."""
+    t = deepseek2_tensors(spec)
+    rng = np.random.default_rng(spec.seed + 3)
+    E, QL, IH, ID = spec.n_embd, DS2["q_lora"], DSA["heads"], DSA["key_length"]
+    for il in range(spec.n_layer):
+        p = f"blk.{il}."
+        if il >= DS2["dense_lead"]:  # sigmoid routing with a score-correction bias
+            t[p + "exp_probs_b.bias"] = (0.3 * rng.standard_normal(spec.n_expert)).astype(np.float32)
+        if full is not None and not full[il]:
+            continue
+        t[p + "indexer.k_norm.weight"] = (1.0 + 0.2 * rng.standard_normal(ID)).astype(np.float32)
+        t[p + "indexer.k_norm.bias"] = (0.3 * rng.standard_normal(ID)).astype(np.float32)
+        t[p + "indexer.proj.weight"] = (rng.standard_normal((IH, E)) * 3.0 / np.sqrt(E)).astype(np.float32)
+        t[p + "indexer.attn_k.weight"] = (rng.standard_normal((ID, E)) * 2.0 / np.sqrt(E)).astype(np.float32)
+        t[p + "indexer.attn_q_b.weight"] = (rng.standard_normal((IH * ID, QL)) * 2.0 / np.sqrt(QL)).astype(np.float32)
+    return t
+
+
+def dots3note_tensors(spec: TinySpec) -> dict[str, np.ndarray]:
+    """DSA MLA on the full layers, a narrower MLA without indexer on the sliding ones; an RMS norm on
+    the shared RoPE key, a sigmoid gate per head on the attention output."""
+    t = dsa_tensors(spec, [not s for s in DOTS3["swa"]])
+    rng = np.random.default_rng(spec.seed + 4)
+    E, H, ROPE, NOPE, KVL, VH = spec.n_embd, spec.n_head, DS2["rope"], DS2["nope"], DOTS3["kv_lora"], DOTS3["v_head"]
+
+    def mat(*shape, gain=1.0):
+        return (rng.standard_normal(shape) * gain / np.sqrt(shape[-1])).astype(np.float32)
+
+    for il in range(spec.n_layer):
+        p = f"blk.{il}."
+        t[p + "attn_k_norm.weight"] = (1.0 + 0.2 * rng.standard_normal(ROPE)).astype(np.float32)
+        t[p + "attn_gate.weight"] = mat(H, E, gain=2.0)
+        if DOTS3["swa"][il]:
+            t[p + "attn_kv_a_norm.weight"] = (1.0 + 0.2 * rng.standard_normal(KVL)).astype(np.float32)
+            t[p + "attn_kv_a_mqa.weight"] = mat(KVL + ROPE, E, gain=2.0)
+            t[p + "attn_k_b.weight"] = mat(H, KVL, NOPE)
+            t[p + "attn_v_b.weight"] = mat(H, VH, KVL)
+            t[p + "attn_output.weight"] = mat(E, H * VH)
+    return t
+
+
 DS2 = {"q_lora": 32, "kv_lora": 32, "rope": 8, "nope": 16, "v_head": 16, "dense_lead": 1}
+# DSA lightning indexer: heads, head size (llama.cpp's Hadamard rotation wants a multiple of 64), keys kept
+# per query (fewer than the oracle prompt)
+DSA = {"heads": 2, "key_length": 64, "top_k": 4}
+# dots3note: sliding layers (MLA of a smaller compressed KV and V heads), full ones (DSA)
+DOTS3 = {"swa": [True, True, False, True, True, False], "kv_lora": 16, "v_head": 8}
+# MiniMax-M3 sparse attention (with flash attention only): an indexer head per K/V head, blocks of keys, blocks kept
+# per query besides the local ones
+MSA = {"heads": 2, "key_length": 16, "block": 4, "top_k": 1, "local": 1}
 # PLM: K heads of a non-RoPE part from the compressed KV and a RoPE part shared by all heads; V heads of head_dim
 PLM = {"kv_lora": 32, "rope": 8, "nope": 16}
 # Deci (Nemotron NAS): layer 1 has no attention, layer 2 one linear map (no K/V heads), layer 3 no FFN
@@ -513,11 +571,11 @@ ARCHS = ("phi3", "olmo2", "qwen2moe", "smollm3", "gemma2", "gpt-oss", "mistral3"
          "minicpm3", "deepseek2-ocr", "glm4moe", "pangu-embedded", "arctic", "mellum", "exaone-moe", "bailingmoe2",
          "hunyuan_vl", "hunyuan-dense", "cohere2moe", "grovemoe", "afmoe", "laguna", "qwen2vl", "qwen3vl",
          "qwen3vlmoe", "talkie", "spark2_5", "plamo3", "minimax-m2", "hy_v3", "hy_v4", "step35", "muse-glimmer",
-         "maple", "paddleocr", "cogvlm", "gemma3n", "gemma4", "mimo2")
+         "maple", "paddleocr", "cogvlm", "gemma3n", "gemma4", "mimo2", "deepseek32", "dots3note", "minimax-m3")
 MOE = ("qwen2moe", "gpt-oss", "olmoe", "llama4", "deepseek2", "deepseek", "bailingmoe", "dots1", "dbrx", "grok",
        "hunyuan-moe", "smallthinker", "ernie4_5-moe", "phimoe", "mistral4", "granitemoe", "deepseek2-ocr", "glm4moe",
        "arctic", "mellum", "exaone-moe", "bailingmoe2", "cohere2moe", "grovemoe", "afmoe", "laguna", "qwen3vlmoe",
-       "minimax-m2", "hy_v3", "hy_v4", "step35", "maple", "gemma4", "mimo2")
+       "minimax-m2", "hy_v3", "hy_v4", "step35", "maple", "gemma4", "mimo2", "deepseek32", "dots3note", "minimax-m3")
 LAYERNORM = ("starcoder2", "orion", "cohere2", "gpt2", "starcoder", "bloom", "phi2", "codeshell", "nemotron",
              "stablelm", "command-r", "olmo", "falcon", "mpt", "jais", "dbrx", "gptneox", "jais2", "cohere2moe")
 # Shapes some loaders insist on: olmoe's K norm spans n_embd, so K/V heads = Q heads.
@@ -532,7 +590,7 @@ def write(arch: str, path: Path, spec: TinySpec | None = None) -> Path:
     spec = spec or SPECS.get(arch, TinySpec("llama"))
     mla = {}
     # MLA: one K/V head: the compressed KV plus the RoPE part (K), the compressed KV (V)
-    if arch in ("deepseek2", "mistral4", "hy_v4"):
+    if arch in ("deepseek2", "mistral4", "hy_v4", "deepseek32", "dots3note"):
         spec = TinySpec("llama", n_head_kv=1)
         mla = dict(key_length=DS2["kv_lora"] + DS2["rope"], value_length=DS2["kv_lora"], rope_dims=DS2["rope"])
     w = gguf.GGUFWriter(str(path), arch)
@@ -553,7 +611,7 @@ def write(arch: str, path: Path, spec: TinySpec | None = None) -> Path:
         mla = dict(heads=STEP35["heads"])
     if arch == "mimo2":  # partial RoPE
         mla = dict(heads_kv=MIMO2["heads_kv"], value_length=MIMO2["v_head"], rope_dims=spec.head_dim // 2)
-    if arch == "minimax-m2":  # RoPE on half of each head
+    if arch in ("minimax-m2", "minimax-m3"):  # RoPE on half of each head
         mla = dict(rope_dims=spec.head_dim // 2)
     if arch == "gemma4":  # the full layers' heads; the sliding ones' below
         mla = dict(key_length=GEMMA4["head_full"], value_length=GEMMA4["head_full"], rope_dims=GEMMA4["head_full"])
@@ -564,11 +622,11 @@ def write(arch: str, path: Path, spec: TinySpec | None = None) -> Path:
         w.add_expert_used_count(1 if arch == "llama4" else spec.n_expert_used)
         w.add_expert_feed_forward_length(spec.n_ff)
     if arch in ("deepseek", "bailingmoe", "dots1", "deepseek2", "mistral4", "deepseek2-ocr", "glm4moe", "exaone-moe",
-                "bailingmoe2", "cohere2moe", "afmoe", "laguna", "hy_v4"):
+                "bailingmoe2", "cohere2moe", "afmoe", "laguna", "hy_v4", "deepseek32", "dots3note", "minimax-m3"):
         w.add_uint32(f"{arch}.expert_shared_count", 1)
         w.add_float32(f"{arch}.expert_weights_scale", 1.0)
     if arch in ("deepseek", "dots1", "deepseek2", "ernie4_5-moe", "mistral4", "deepseek2-ocr", "glm4moe", "exaone-moe",
-                "bailingmoe2", "cohere2moe", "afmoe", "laguna", "hy_v4"):
+                "bailingmoe2", "cohere2moe", "afmoe", "laguna", "hy_v4", "deepseek32", "dots3note", "minimax-m3"):
         w.add_uint32(f"{arch}.leading_dense_block_count", 1)
     if arch in LAYERNORM:
         w.add_float32(f"{arch}.attention.layer_norm_epsilon", 1e-5)
@@ -583,14 +641,15 @@ def write(arch: str, path: Path, spec: TinySpec | None = None) -> Path:
         w.add_float32(f"{arch}.final_logit_softcapping", 30.0)
     if arch == "dbrx":
         w.add_float32(f"{arch}.attention.clamp_kqv", 8.0)
-    if arch in ("dots1", "smallthinker", "exaone-moe", "bailingmoe2"):
+    if arch in ("dots1", "smallthinker", "exaone-moe", "bailingmoe2", "deepseek32", "dots3note", "minimax-m3"):
         w.add_uint32(f"{arch}.expert_gating_func", 1 if arch == "smallthinker" else 2)  # softmax, sigmoid
-    if arch in ("exaone-moe", "bailingmoe2", "cohere2moe", "afmoe", "laguna", "hy_v3", "hy_v4", "step35"):  # sigmoid weights renormalized
+    if arch in ("exaone-moe", "bailingmoe2", "cohere2moe", "afmoe", "laguna", "hy_v3", "hy_v4", "step35",
+                "deepseek32", "dots3note", "minimax-m3"):  # sigmoid weights renormalized
         w.add_bool(f"{arch}.expert_weights_norm", True)
-    if arch in ("deepseek2", "mistral4", "minicpm3", "hy_v4"):
+    if arch in ("deepseek2", "mistral4", "minicpm3", "hy_v4", "deepseek32", "dots3note"):
         w.add_uint32(f"{arch}.attention.q_lora_rank", DS2["q_lora"])
         w.add_uint32(f"{arch}.attention.kv_lora_rank", DS2["kv_lora"])
-    if arch in ("deepseek2", "mistral4", "hy_v4"):
+    if arch in ("deepseek2", "mistral4", "hy_v4", "deepseek32", "dots3note"):
         w.add_uint32(f"{arch}.attention.key_length_mla", DS2["nope"] + DS2["rope"])
         w.add_uint32(f"{arch}.attention.value_length_mla", DS2["v_head"])
     if arch == "mistral4":  # position-dependent attention temperature
@@ -679,7 +738,28 @@ def write(arch: str, path: Path, spec: TinySpec | None = None) -> Path:
         w.add_float32(f"{arch}.rope.freq_base_swa", 1000.0)  # unlike the global layers' base
         w.add_array(f"{arch}.attention.sliding_window_pattern", MIMO2["swa"])
         w.add_float32(f"{arch}.attention.value_scale", 0.7)
+    if arch == "minimax-m3":
+        w.add_uint32(f"{arch}.attention.indexer.head_count", MSA["heads"])
+        w.add_uint32(f"{arch}.attention.indexer.key_length", MSA["key_length"])
+        w.add_uint32(f"{arch}.attention.indexer.top_k", MSA["top_k"])
+        w.add_uint32(f"{arch}.attention.indexer.block_size", MSA["block"])
+        w.add_uint32(f"{arch}.attention.indexer.local_blocks", MSA["local"])
+    if arch == "dots3note":  # the sliding layers' MLA sizes (cache: compressed KV plus RoPE part); patterns per layer
+        w.add_uint32(f"{arch}.attention.kv_lora_rank_swa", DOTS3["kv_lora"])
+        w.add_uint32(f"{arch}.attention.key_length_swa", DOTS3["kv_lora"] + DS2["rope"])
+        w.add_uint32(f"{arch}.attention.value_length_swa", DOTS3["kv_lora"])
+        w.add_uint32(f"{arch}.attention.key_length_mla_swa", DS2["nope"] + DS2["rope"])
+        w.add_uint32(f"{arch}.attention.value_length_mla_swa", DOTS3["v_head"])
+        w.add_sliding_window(spec.n_swa)
+        w.add_float32(f"{arch}.rope.freq_base_swa", 1000.0)  # unlike the global layers' base
+        w.add_array(f"{arch}.attention.sliding_window_pattern", DOTS3["swa"])
+        w.add_array(f"{arch}.attention.indexer.types", [int(not s) for s in DOTS3["swa"]])
+    if arch in ("deepseek32", "dots3note"):
+        w.add_uint32(f"{arch}.attention.indexer.head_count", DSA["heads"])
+        w.add_uint32(f"{arch}.attention.indexer.key_length", DSA["key_length"])
+        w.add_uint32(f"{arch}.attention.indexer.top_k", DSA["top_k"])
     tinymodels._add_vocab(w, spec.n_vocab)
     writers = {"deepseek2": deepseek2_tensors, "mistral4": deepseek2_tensors, "openelm": openelm_tensors,
-               "hy_v4": hy_v4_tensors, "gemma3n": gemma3n_tensors, "gemma4": gemma4_tensors}
+               "hy_v4": hy_v4_tensors, "gemma3n": gemma3n_tensors, "gemma4": gemma4_tensors,
+               "deepseek32": dsa_tensors, "dots3note": dots3note_tensors}
     return tinymodels.finish(w, writers.get(arch, lambda sp: tensors(arch, sp))(spec), path)

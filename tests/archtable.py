@@ -134,6 +134,14 @@ NOTES = {
     "gemma4": "Q/K/V norms, post-norms, a scale per layer, per-layer sliding pattern with smaller heads, V = K and "
               "proportional RoPE on the full layers, per-layer embeddings (sliced by layer index), a dense FFN plus "
               "softmax MoE; KV sharing (shared_kv_layers) not in the tiny model",
+    "deepseek32": "DeepSeek-V3.2: deepseek2's MLA and MoE (sigmoid routing with a selection bias) plus a lightning "
+                  "indexer per layer with its own K cache (a DSA cache: its writes follow the cache policy too), "
+                  "picking the top-k keys each query attends to",
+    "dots3note": "DSA (MLA plus lightning indexer) on the full layers, a narrower MLA on the sliding ones (patterns "
+                 "per layer, own RoPE base), a norm on the RoPE key, a sigmoid gate per head, MoE with a shared expert",
+    "minimax-m3": "per-head Q/K norms, partial RoPE, a dense first layer, MoE with a shared expert and sigmoid "
+                  "routing; sparse block attention (MSA) with its own indexer K cache, which runs with flash attention "
+                  "only: the oracle (flash attention off) checks its dense path",
     "mimo2": "interleaved sliding window (pattern per layer, own RoPE base), K/V heads per layer, V heads narrower "
              "than K, attention sinks, a scaled attention output, a dense first layer, sigmoid-routed MoE",
 }
@@ -167,9 +175,8 @@ NOT_DECODERS = {
 NOT_CONVERTED = "its builder's layer loop is not converted to `build_layer_stack` yet: refused with that reason"
 # Why a builder is not converted yet, where it is more than time
 NOT_YET_WHY = {
-    **dict.fromkeys(("deepseek32", "glm-dsa", "dots3note", "minimax-m3"),
-                    "sparse attention (DSA / MSA) keeps an indexer cache beside the K/V, and some layers reuse another "
-                    "layer's top-k selection: the loop does not handle that state yet"),
+    "glm-dsa": "its \"shared\" indexer layers reuse the top-k selection of the last full indexer layer built, "
+               "state outside the residual that a loop's extra evaluations would overwrite",
     "chameleon": "its unmodified graph asserts on a prompt chunk without outputs (a llama.cpp bug), so it is not "
                  "converted until that is fixed",
     "gptj": "the pinned llama.cpp has no graph builder for it",

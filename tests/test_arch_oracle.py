@@ -45,9 +45,9 @@ def arch_paths(tiny_paths, tmp_path_factory):
     return paths
 
 
-def prompt_logits(path, loop=None) -> np.ndarray:
+def prompt_logits(path, loop=None, flash_attn=False) -> np.ndarray:
     """The logits of every position of ORACLE_PROMPT, evaluated in one ubatch from an empty cache."""
-    with loopcpp.Model(path) as m, m.context(n_ctx=64, loop=loop, **EXACT) as ctx:
+    with loopcpp.Model(path) as m, m.context(n_ctx=64, loop=loop, **{**EXACT, "flash_attn": flash_attn}) as ctx:
         return ctx.eval(ORACLE_PROMPT, logits="all")
 
 
@@ -111,6 +111,19 @@ def test_a_window_holding_the_last_layer_picks_the_output_rows_once(arch, arch_p
         got = ctx.eval(ORACLE_PROMPT)
     assert got.shape == want.shape == (m.n_vocab,)
     assert rel_err(got, want) < TOL, (arch, rel_err(got, want))
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_sparse_attention_that_runs_only_with_flash_attention_equals_the_self_merged_model(k, arch_paths, tmp_path):
+    """minimax-m3's sparse block attention (an indexer with its own cache picks the key blocks)
+    runs only with flash attention; without it the model attends densely. Looped on the sparse
+    path, it equals the self-merged model too, and the two paths differ."""
+    merged = tmp_path / "minimax-m3-merged.gguf"
+    duplicate_layers(arch_paths["minimax-m3"], merged, *WINDOW, k, progress=False)
+    loop = f"{WINDOW[0]}:{WINDOW[1]}x{k},block,naive,decode=full"
+    sparse = prompt_logits(arch_paths["minimax-m3"], loop, flash_attn=True)
+    assert max(rel_err(a, b) for a, b in zip(sparse, prompt_logits(merged, flash_attn=True))) < TOL
+    assert rel_err(sparse[-1], prompt_logits(arch_paths["minimax-m3"], loop)[-1]) > 100 * TOL
 
 
 @pytest.mark.parametrize("arch", MOE_ARCHS)
