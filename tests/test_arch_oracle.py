@@ -51,6 +51,12 @@ def prompt_logits(path, loop=None, flash_attn=False) -> np.ndarray:
         return ctx.eval(ORACLE_PROMPT, logits="all")
 
 
+@pytest.mark.parametrize("arch", ALL_ARCHS)
+def test_the_builder_is_loop_capable(arch, arch_paths):
+    with loopcpp.Model(arch_paths[arch]) as m:
+        assert m.loop_supported
+
+
 # Architectures whose layers depend on the layer count itself, so that a deeper self-merged file is
 # another model: the loop keeps the trained depth's constants, the merge cannot.
 DEPTH_DEPENDENT = {
