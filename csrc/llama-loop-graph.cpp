@@ -90,12 +90,11 @@ struct loop_builder {
         auto swap = [&](ggml_tensor * t) {
             return ggml_cont(g.ctx0, ggml_permute(g.ctx0, t, 0, d == 1 ? 3 : 1, d == 2 ? 3 : 2, d));
         };
-        auto flat = [&](ggml_tensor * t) {
-            t = swap(t);
+        auto flat = [&](ggml_tensor * t) { // t swapped: [n_embd, .., .., n_tokens]
             return ggml_reshape_2d(g.ctx0, t, ggml_nelements(t) / t->ne[3], t->ne[3]);
         };
         ggml_tensor * swapped = swap(looped);
-        ggml_tensor * y = ggml_get_rows(g.ctx0, ggml_concat(g.ctx0, flat(looped), flat(natural), 1), rows);
+        ggml_tensor * y = ggml_get_rows(g.ctx0, ggml_concat(g.ctx0, flat(swapped), flat(swap(natural)), 1), rows);
         y = ggml_reshape_4d(g.ctx0, y, swapped->ne[0], swapped->ne[1], swapped->ne[2], swapped->ne[3]);
         y = ggml_reshape(g.ctx0, swap(y), looped);
         g.cb(y, "loop_select", p.end);

@@ -210,11 +210,11 @@ def render() -> str:
         rows.append(f"| `{a}` | loops | {NOTES[a]} | self-merge oracle, K = 1 bit-identical, all variants finite, "
                     "cache size (test_arch_oracle.py) |")
     looped = set(tinymodels.ARCHS) | set(archmodels.ARCHS)
-    rest = [(a, k) for a, k in loopcpp.architectures().items() if a not in looped]
-    for a, k in sorted(rest, key=lambda ak: (_status(*ak)[0], ak[0])):
-        status, why, test = _status(a, k)
+    rest = sorted(((_status(a, k), a) for a, k in loopcpp.architectures().items() if a not in looped),
+                  key=lambda sa: (sa[0][0], sa[1]))  # by status, then name
+    for (status, why, test), a in rest:
         rows.append(f"| `{a}` | {status} | {why} | {test} |")
-    counts = {s: sum(r.split(" | ")[1] == s for r in rows) for s in ("loops", "refused", "not yet")}
+    counts = {"loops": len(looped)} | {s: sum(st == s for (st, _, _), _ in rest) for s in ("refused", "not yet")}
     return "\n".join([
         "# Architectures",
         "",
@@ -236,9 +236,9 @@ def render() -> str:
         "layer mode reuses a layer's first routing). It checks the splicing: which layers run, in what",
         "order, with which weights, per-layer shapes, sliding windows (the tiny window is 5 tokens) and",
         "RoPE bases (local and global layers differ in the tiny models), and the output trimming. A",
-        "setting llama.cpp picks by layer index alone, with no GGUF key to state it per layer (smollm3's",
-        "and llama4's RoPE-free layers), is checked with a window as wide as its period, so that every",
-        "copy keeps it; `test_the_oracle_sees_per_layer_attention_settings` shows the check failing",
+        "setting llama.cpp picks by layer index alone, with no GGUF key to state it per layer (smollm3's,",
+        "llama4's and afmoe's RoPE-free layers), is checked with a window as wide as its period, so that",
+        "every copy keeps it; `test_the_oracle_sees_per_layer_attention_settings` shows the check failing",
         "where a copy takes another layer's settings.",
         "",
         "Porting another architecture is three lines in its `src/models/<arch>.cpp` and a tiny writer:",
