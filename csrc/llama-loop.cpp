@@ -600,10 +600,49 @@ static std::string unsupported_reason(const llama_model & model) {
     if (llama_model_is_diffusion(&model)) {
         return "it is a diffusion model, which loopcpp does not loop";
     }
+    if (model.arch == LLM_ARCH_HRM_TEXT) {
+        return "it already re-runs its layers (low and high stacks in hierarchical cycles), so there is no single layer stack to loop";
+    }
     if (model.hparams.n_layer() == 0) {
         return "a vocabulary-only model has no layers";
     }
     return "its graph builder is not converted to build_layer_stack yet (docs/architectures.md lists those that are)";
+}
+
+// A layer that leaves state outside the residual for later layers cannot be in the window when a
+// layer after it reads that state: the loop's extra evaluations (and the cache policies' side
+// chains) would overwrite it. glm-dsa's shared indexer layers reuse the top-k selection of the full
+// indexer layer before them (GLM-5.2; GLM-5 and 5.1 have full indexers only).
+static bool leaves_carried_state(const llama_model & model, int32_t il) {
+    return model.arch == LLM_ARCH_GLM_DSA && il + 1 < n_layer_of(model) &&
+           model.hparams.is_indexer_full(il) && !model.hparams.is_indexer_full(il + 1);
+}
+
+static std::string carried_state_conflict(const llama_model & model, int32_t start, int32_t end) {
+    for (int32_t il = start; il <= end; ++il) {
+        if (!leaves_carried_state(model, il)) {
+            continue;
+        }
+        // the nearest window of the same width without such a layer, as a suggestion
+        const int32_t w = end - start + 1, n = n_layer_of(model);
+        std::string hint;
+        for (int32_t d = 1; d < n && hint.empty(); ++d) {
+            for (int32_t s : { start - d, start + d }) {
+                bool clean = s >= 0 && s + w <= n;
+                for (int32_t j = s; clean && j < s + w; ++j) {
+                    clean = !leaves_carried_state(model, j);
+                }
+                if (clean) {
+                    hint = "; try --loop " + std::to_string(s) + ":" + std::to_string(s + w - 1) + " instead";
+                    break;
+                }
+            }
+        }
+        return "layer " + std::to_string(il) + " is a full indexer layer whose top-k selection the shared indexer "
+               "layer " + std::to_string(il + 1) + " reuses, and a loop's extra evaluations would overwrite it: "
+               "choose a window without a full indexer layer that a shared one follows" + hint;
+    }
+    return "";
 }
 
 int32_t llama_loop_validate(const llama_model * model, const llama_loop_params * params) {
@@ -627,6 +666,13 @@ int32_t llama_loop_validate(const llama_model * model, const llama_loop_params *
     if (params->start >= 0 && params->end >= n) {
         return fail(LLAMA_LOOP_ERR_INVALID, "window " + std::to_string(params->start) + ":" + std::to_string(params->end) +
                     " is outside the model: layers are 0.." + std::to_string(n - 1));
+    }
+    llama_loop_params p = *params;
+    resolve(*model, p);
+    const std::string conflict = carried_state_conflict(*model, p.start, p.end);
+    if (!conflict.empty()) {
+        return fail(LLAMA_LOOP_ERR_UNSUPPORTED, "window " + std::to_string(p.start) + ":" + std::to_string(p.end) +
+                    " cannot loop in " + llm_arch_name(model->arch) + ": " + conflict);
     }
     return ok();
 }

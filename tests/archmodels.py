@@ -93,7 +93,7 @@ def tensors(arch: str, spec: TinySpec) -> dict[str, np.ndarray]:
             w.norms(p, post_attention_norm=E)
             w.biases(p, attn_output=E)
             w.t[p + "attn_sinks.weight"] = w.bias(H)
-        elif arch in ("starcoder2", "gpt2", "starcoder", "bloom", "phi2", "codeshell", "nemotron", "jais2"):
+        elif arch in ("starcoder2", "gpt2", "starcoder", "bloom", "phi2", "codeshell", "nemotron", "jais2", "pockettts"):
             w.drop(p, "ffn_gate.weight")  # LayerNorm with biases, an MLP without a gate
             if arch in ("gpt2", "starcoder", "bloom"):
                 w.fuse_qkv(p, bias=True)
@@ -101,7 +101,10 @@ def tensors(arch: str, spec: TinySpec) -> dict[str, np.ndarray]:
                 w.drop(p, "ffn_norm.weight")
             else:
                 w.biases(p, ffn_norm=E)
-            w.biases(p, attn_norm=E, attn_output=E, ffn_up=F, ffn_down=E)
+            if arch != "pockettts":  # its projections have no biases
+                w.biases(p, attn_norm=E, attn_output=E, ffn_up=F, ffn_down=E)
+            else:
+                w.biases(p, attn_norm=E)
         elif arch == "internlm2":
             w.fuse_qkv(p)
         elif arch == "seed_oss":  # the norm before the FFN is called post_attention_norm
@@ -294,6 +297,9 @@ def tensors(arch: str, spec: TinySpec) -> dict[str, np.ndarray]:
             if il > 0:  # dense layer 0 (no router); sigmoid routing with a selection bias
                 w.experts(p)
                 w.t[p + "exp_probs_b.bias"] = w.bias(spec.n_expert)
+        elif arch == "chameleon":  # LayerNorm over each Q/K head (weights and biases per head)
+            w.t[p + "attn_q_norm.weight"], w.t[p + "attn_q_norm.bias"] = w.norm((H, D)), w.bias(H * D).reshape(H, D)
+            w.t[p + "attn_k_norm.weight"], w.t[p + "attn_k_norm.bias"] = w.norm((KV, D)), w.bias(KV * D).reshape(KV, D)
         elif arch == "minimax-m3" and il > 0:  # dense layer 0; MoE with a shared expert and a sparse-attention indexer
             w.experts(p, shared=True)
             w.t[p + "exp_probs_b.bias"] = w.bias(spec.n_expert)
@@ -306,7 +312,7 @@ def tensors(arch: str, spec: TinySpec) -> dict[str, np.ndarray]:
             if arch != "cohere2moe":  # sigmoid routing with a score-correction bias
                 w.t[p + "exp_probs_b.bias"] = w.bias(spec.n_expert)
         if arch in ("dots1", "exaone4", "maincoder", "hunyuan-moe", "apertus", "glm4moe", "mellum", "exaone-moe",
-                    "bailingmoe2", "minimax-m3", "hunyuan_vl", "hunyuan-dense", "grovemoe", "afmoe", "laguna", "qwen3vl", "qwen3vlmoe",
+                    "bailingmoe2", "minimax-m3", "hunyuan_vl", "hunyuan-dense", "grovemoe", "afmoe", "laguna", "qwen3vl", "qwen3tts", "qwen3vlmoe",
                     "plamo3", "hy_v3", "step35", "maple", "muse-glimmer"):  # per-head Q/K norms
             w.norms(p, attn_q_norm=D, attn_k_norm=D)
     t = w.t
@@ -316,9 +322,11 @@ def tensors(arch: str, spec: TinySpec) -> dict[str, np.ndarray]:
         t["token_embd_norm.weight"], t["token_embd_norm.bias"] = w.norm(E), w.bias(E)
     if arch in ("phi2", "phimoe"):
         t["output.bias"] = w.bias(spec.n_vocab)
+    if arch == "qwen3tts":
+        t["output.weight"] = w.mat(QWEN3TTS_CODEC, E)
     if arch == "talkie":
         del t["output_norm.weight"]  # parameter-free
-    if arch in ("gemma2", "cohere2", "gemma", "command-r", "bitnet", "plm"):
+    if arch in ("gemma2", "cohere2", "gemma", "command-r", "bitnet", "plm", "pockettts"):
         del t["output.weight"]  # tied to the embeddings
     if arch == "olmo":
         del t["output_norm.weight"]
@@ -526,6 +534,8 @@ DS2 = {"q_lora": 32, "kv_lora": 32, "rope": 8, "nope": 16, "v_head": 16, "dense_
 # DSA lightning indexer: heads, head size (llama.cpp's Hadamard rotation wants a multiple of 64), keys kept
 # per query (fewer than the oracle prompt)
 DSA = {"heads": 2, "key_length": 64, "top_k": 4}
+# glm-dsa: which layers run their own indexer (1) or reuse the top-k of the full one before them (0)
+GLM_DSA = {"full": [1, 1, 0, 0, 1, 1]}
 # dots3note: sliding layers (MLA of a smaller compressed KV and V heads), full ones (DSA)
 DOTS3 = {"swa": [True, True, False, True, True, False], "kv_lora": 16, "v_head": 8}
 # MiniMax-M3 sparse attention (with flash attention only): an indexer head per K/V head, blocks of keys, blocks kept
@@ -570,18 +580,37 @@ ARCHS = ("phi3", "olmo2", "qwen2moe", "smollm3", "gemma2", "gpt-oss", "mistral3"
          "nanbeige", "jais2", "plm", "phimoe", "mistral4", "minicpm", "granitemoe", "graniteswitch", "granite_swa",
          "minicpm3", "deepseek2-ocr", "glm4moe", "pangu-embedded", "arctic", "mellum", "exaone-moe", "bailingmoe2",
          "hunyuan_vl", "hunyuan-dense", "cohere2moe", "grovemoe", "afmoe", "laguna", "qwen2vl", "qwen3vl",
-         "qwen3vlmoe", "talkie", "spark2_5", "plamo3", "minimax-m2", "hy_v3", "hy_v4", "step35", "muse-glimmer",
-         "maple", "paddleocr", "cogvlm", "gemma3n", "gemma4", "mimo2", "deepseek32", "dots3note", "minimax-m3")
+         "qwen3tts", "qwen3vlmoe", "talkie", "spark2_5", "plamo3", "minimax-m2", "hy_v3", "hy_v4", "step35", "muse-glimmer",
+         "maple", "paddleocr", "cogvlm", "gemma3n", "gemma4", "mimo2", "deepseek32", "glm-dsa", "dots3note", "minimax-m3",
+         "pockettts", "chameleon")
 MOE = ("qwen2moe", "gpt-oss", "olmoe", "llama4", "deepseek2", "deepseek", "bailingmoe", "dots1", "dbrx", "grok",
        "hunyuan-moe", "smallthinker", "ernie4_5-moe", "phimoe", "mistral4", "granitemoe", "deepseek2-ocr", "glm4moe",
        "arctic", "mellum", "exaone-moe", "bailingmoe2", "cohere2moe", "grovemoe", "afmoe", "laguna", "qwen3vlmoe",
-       "minimax-m2", "hy_v3", "hy_v4", "step35", "maple", "gemma4", "mimo2", "deepseek32", "dots3note", "minimax-m3")
+       "minimax-m2", "hy_v3", "hy_v4", "step35", "maple", "gemma4", "mimo2", "deepseek32", "glm-dsa", "dots3note", "minimax-m3")
 LAYERNORM = ("starcoder2", "orion", "cohere2", "gpt2", "starcoder", "bloom", "phi2", "codeshell", "nemotron",
-             "stablelm", "command-r", "olmo", "falcon", "mpt", "jais", "dbrx", "gptneox", "jais2", "cohere2moe")
+             "stablelm", "command-r", "olmo", "falcon", "mpt", "jais", "dbrx", "gptneox", "jais2", "cohere2moe",
+             "pockettts")
 # Shapes some loaders insist on: olmoe's K norm spans n_embd, so K/V heads = Q heads.
 # plm, minicpm3: a K head per Q head; deepseek2-ocr, cogvlm: K/V span n_embd.
 SPECS = {a: TinySpec("llama", n_head_kv=4) for a in ("olmoe", "qwen", "dots1", "plm", "minicpm3", "deepseek2-ocr",
                                                      "cogvlm")}
+# chameleon masks its image tokens' logits (ids 4..8195) in llama.cpp's graph: the vocabulary must hold them
+SPECS["chameleon"] = TinySpec("llama", n_vocab=8200)
+# qwen3tts: a codec head of 3072 logits, padded in front with -inf to the text vocabulary's size
+QWEN3TTS_CODEC = 3072
+SPECS["qwen3tts"] = TinySpec("llama", n_vocab=3200)
+
+
+def comparable(arch: str, logits: np.ndarray) -> np.ndarray:
+    """Logits with the entries llama.cpp's graph masks by construction set to 0, so that errors are
+    relative to the computed ones: chameleon's image tokens (ids 4..8195 of the first output row:
+    it sets them in the flat buffer) and qwen3tts's padding in front of its codec head."""
+    out = np.array(logits, np.float32)
+    if arch == "chameleon":
+        out.reshape(-1)[4:8196] = 0.0
+    elif arch == "qwen3tts":
+        out[..., : out.shape[-1] - QWEN3TTS_CODEC] = 0.0
+    return out
 
 
 def write(arch: str, path: Path, spec: TinySpec | None = None) -> Path:
@@ -590,7 +619,7 @@ def write(arch: str, path: Path, spec: TinySpec | None = None) -> Path:
     spec = spec or SPECS.get(arch, TinySpec("llama"))
     mla = {}
     # MLA: one K/V head: the compressed KV plus the RoPE part (K), the compressed KV (V)
-    if arch in ("deepseek2", "mistral4", "hy_v4", "deepseek32", "dots3note"):
+    if arch in ("deepseek2", "mistral4", "hy_v4", "deepseek32", "glm-dsa", "dots3note"):
         spec = TinySpec("llama", n_head_kv=1)
         mla = dict(key_length=DS2["kv_lora"] + DS2["rope"], value_length=DS2["kv_lora"], rope_dims=DS2["rope"])
     w = gguf.GGUFWriter(str(path), arch)
@@ -622,11 +651,11 @@ def write(arch: str, path: Path, spec: TinySpec | None = None) -> Path:
         w.add_expert_used_count(1 if arch == "llama4" else spec.n_expert_used)
         w.add_expert_feed_forward_length(spec.n_ff)
     if arch in ("deepseek", "bailingmoe", "dots1", "deepseek2", "mistral4", "deepseek2-ocr", "glm4moe", "exaone-moe",
-                "bailingmoe2", "cohere2moe", "afmoe", "laguna", "hy_v4", "deepseek32", "dots3note", "minimax-m3"):
+                "bailingmoe2", "cohere2moe", "afmoe", "laguna", "hy_v4", "deepseek32", "glm-dsa", "dots3note", "minimax-m3"):
         w.add_uint32(f"{arch}.expert_shared_count", 1)
         w.add_float32(f"{arch}.expert_weights_scale", 1.0)
     if arch in ("deepseek", "dots1", "deepseek2", "ernie4_5-moe", "mistral4", "deepseek2-ocr", "glm4moe", "exaone-moe",
-                "bailingmoe2", "cohere2moe", "afmoe", "laguna", "hy_v4", "deepseek32", "dots3note", "minimax-m3"):
+                "bailingmoe2", "cohere2moe", "afmoe", "laguna", "hy_v4", "deepseek32", "glm-dsa", "dots3note", "minimax-m3"):
         w.add_uint32(f"{arch}.leading_dense_block_count", 1)
     if arch in LAYERNORM:
         w.add_float32(f"{arch}.attention.layer_norm_epsilon", 1e-5)
@@ -641,15 +670,15 @@ def write(arch: str, path: Path, spec: TinySpec | None = None) -> Path:
         w.add_float32(f"{arch}.final_logit_softcapping", 30.0)
     if arch == "dbrx":
         w.add_float32(f"{arch}.attention.clamp_kqv", 8.0)
-    if arch in ("dots1", "smallthinker", "exaone-moe", "bailingmoe2", "deepseek32", "dots3note", "minimax-m3"):
+    if arch in ("dots1", "smallthinker", "exaone-moe", "bailingmoe2", "deepseek32", "glm-dsa", "dots3note", "minimax-m3"):
         w.add_uint32(f"{arch}.expert_gating_func", 1 if arch == "smallthinker" else 2)  # softmax, sigmoid
     if arch in ("exaone-moe", "bailingmoe2", "cohere2moe", "afmoe", "laguna", "hy_v3", "hy_v4", "step35",
-                "deepseek32", "dots3note", "minimax-m3"):  # sigmoid weights renormalized
+                "deepseek32", "glm-dsa", "dots3note", "minimax-m3"):  # sigmoid weights renormalized
         w.add_bool(f"{arch}.expert_weights_norm", True)
-    if arch in ("deepseek2", "mistral4", "minicpm3", "hy_v4", "deepseek32", "dots3note"):
+    if arch in ("deepseek2", "mistral4", "minicpm3", "hy_v4", "deepseek32", "glm-dsa", "dots3note"):
         w.add_uint32(f"{arch}.attention.q_lora_rank", DS2["q_lora"])
         w.add_uint32(f"{arch}.attention.kv_lora_rank", DS2["kv_lora"])
-    if arch in ("deepseek2", "mistral4", "hy_v4", "deepseek32", "dots3note"):
+    if arch in ("deepseek2", "mistral4", "hy_v4", "deepseek32", "glm-dsa", "dots3note"):
         w.add_uint32(f"{arch}.attention.key_length_mla", DS2["nope"] + DS2["rope"])
         w.add_uint32(f"{arch}.attention.value_length_mla", DS2["v_head"])
     if arch == "mistral4":  # position-dependent attention temperature
@@ -693,9 +722,9 @@ def write(arch: str, path: Path, spec: TinySpec | None = None) -> Path:
         w.add_sliding_window(spec.n_swa)
         w.add_array(f"{arch}.attention.sliding_window_pattern", GRANITE_SWA["swa"])
         w.add_array(f"{arch}.attention.rope_pattern", GRANITE_SWA["rope"])
-    if arch in ("qwen2vl", "qwen3vl", "qwen3vlmoe", "paddleocr"):  # M-RoPE sections (text positions: all alike)
+    if arch in ("qwen2vl", "qwen3vl", "qwen3tts", "qwen3vlmoe", "paddleocr"):  # M-RoPE sections (text positions: all alike)
         w.add_array(f"{arch}.rope.dimension_sections", [3, 3, 2, 0])
-    if arch in ("qwen3vl", "qwen3vlmoe"):  # deepstack slots in the input embedding: zero for text tokens
+    if arch in ("qwen3vl", "qwen3tts", "qwen3vlmoe"):  # deepstack slots in the input embedding: zero for text tokens
         w.add_uint32(f"{arch}.n_deepstack_layers", 3)
     if arch == "minimax-m2":
         w.add_uint32(f"{arch}.expert_gating_func", 2)  # sigmoid
@@ -754,12 +783,14 @@ def write(arch: str, path: Path, spec: TinySpec | None = None) -> Path:
         w.add_float32(f"{arch}.rope.freq_base_swa", 1000.0)  # unlike the global layers' base
         w.add_array(f"{arch}.attention.sliding_window_pattern", DOTS3["swa"])
         w.add_array(f"{arch}.attention.indexer.types", [int(not s) for s in DOTS3["swa"]])
-    if arch in ("deepseek32", "dots3note"):
+    if arch == "glm-dsa":  # GLM-5.2: full indexer layers and shared ones, which reuse the last full one's top-k
+        w.add_array(f"{arch}.attention.indexer.types", GLM_DSA["full"])
+    if arch in ("deepseek32", "glm-dsa", "dots3note"):
         w.add_uint32(f"{arch}.attention.indexer.head_count", DSA["heads"])
         w.add_uint32(f"{arch}.attention.indexer.key_length", DSA["key_length"])
         w.add_uint32(f"{arch}.attention.indexer.top_k", DSA["top_k"])
     tinymodels._add_vocab(w, spec.n_vocab)
     writers = {"deepseek2": deepseek2_tensors, "mistral4": deepseek2_tensors, "openelm": openelm_tensors,
                "hy_v4": hy_v4_tensors, "gemma3n": gemma3n_tensors, "gemma4": gemma4_tensors,
-               "deepseek32": dsa_tensors, "dots3note": dots3note_tensors}
+               "deepseek32": dsa_tensors, "glm-dsa": lambda sp: dsa_tensors(sp, GLM_DSA["full"]), "dots3note": dots3note_tensors}
     return tinymodels.finish(w, writers.get(arch, lambda sp: tensors(arch, sp))(spec), path)

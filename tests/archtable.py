@@ -142,6 +142,16 @@ NOTES = {
     "minimax-m3": "per-head Q/K norms, partial RoPE, a dense first layer, MoE with a shared expert and sigmoid "
                   "routing; sparse block attention (MSA) with its own indexer K cache, which runs with flash attention "
                   "only: the oracle (flash attention off) checks its dense path",
+    "glm-dsa": "GLM-5: deepseek32's DSA (MLA, MoE, lightning indexer); GLM-5.2's shared indexer layers reuse the "
+               "top-k of the full indexer layer before them, so a window may not hold a full layer that a shared one "
+               "follows (refused, with the nearest clean window suggested; GLM-5's all-full layout loops any window)",
+    "qwen3tts": "Qwen3-TTS talker: qwen3vl's graph with a 3072-logit codec head padded with -inf to the text "
+                "vocabulary (the padding is left out of the comparisons)",
+    "pockettts": "Pocket-TTS backbone: LayerNorm with biases, GELU MLP without a gate, no LM head (logits from the "
+                 "tied embedding)",
+    "chameleon": "LayerNorm over each Q/K head; llama.cpp masks the image tokens' logits (ids 4..8195 of the first "
+                 "output row, left out of the comparisons); a chunk without outputs asserted in llama.cpp's graph "
+                 "(fixed in the patch)",
     "mimo2": "interleaved sliding window (pattern per layer, own RoPE base), K/V heads per layer, V heads narrower "
              "than K, attention sinks, a scaled attention output, a dense first layer, sigmoid-routed MoE",
 }
@@ -159,9 +169,9 @@ KIND_REASONS = {
     "hybrid": "attention mixed with recurrent layers, whose state the loop cannot re-read like a K/V cache",
     "diffusion": "a diffusion model: denoises whole sequences instead of decoding token by token",
 }
-# Layered architectures that are not causal text decoders; llama.cpp has no flag for these, so
-# they are named here (an encoder is refused at run time by its causal_attn = false).
-NOT_DECODERS = {
+# Layered architectures a loop cannot apply to (not causal text decoders, no single layer stack, or
+# no graph at all); llama.cpp has no flag for these, so they are named here (an encoder is refused at run time by its causal_attn = false).
+CANNOT_LOOP = {
     **dict.fromkeys(("bert", "modern-bert", "nomic-bert", "nomic-bert-moe", "neo-bert", "jina-bert-v2",
                      "jina-bert-v3", "eurobert", "t5", "t5encoder", "gemma-embedding"),
                     "an encoder (bidirectional attention): the contract's evaluations attend causally"),
@@ -171,20 +181,14 @@ NOT_DECODERS = {
     "wavtokenizer-dec": "an audio codec decoder, not a language model",
     "eagle3": "a speculative-decoding draft head that reads the target model's hidden states",
     "dflash": "a speculative-decoding draft model that reads the target model's hidden states",
+    "gemma4-assistant": "a speculative-decoding draft head: it attends to its target model's K/V cache and runs only "
+                        "inside the target's context",
+    "hrm_text": "already a looped model: low and high stacks alternate in hierarchical cycles over aliased layers, "
+                "so there is no single residual stack to loop",
+    "gptj": "the pinned llama.cpp has no graph builder for it: it cannot run the model at all",
 }
 NOT_CONVERTED = "its builder's layer loop is not converted to `build_layer_stack` yet: refused with that reason"
-# Why a builder is not converted yet, where it is more than time
-NOT_YET_WHY = {
-    "glm-dsa": "its \"shared\" indexer layers reuse the top-k selection of the last full indexer layer built, "
-               "state outside the residual that a loop's extra evaluations would overwrite",
-    "chameleon": "its unmodified graph asserts on a prompt chunk without outputs (a llama.cpp bug), so it is not "
-                 "converted until that is fixed",
-    "gptj": "the pinned llama.cpp has no graph builder for it",
-    "gemma4-assistant": "a draft model for speculative decoding that reads its target's hidden states",
-    "hrm_text": "a hierarchical recurrent reasoning model: its layers are not one stack",
-    "qwen3tts": "a text-to-speech model",
-    "pockettts": "a text-to-speech model",
-}
+NOT_YET_WHY: dict[str, str] = {}  # why a builder is not converted yet, where it is more than time
 
 
 def _status(arch: str, kind: str) -> tuple[str, str, str]:
@@ -194,8 +198,8 @@ def _status(arch: str, kind: str) -> tuple[str, str, str]:
     if kind != "layered":
         tested = f"; the refusal path: test_bad_inputs.py ({REFUSAL_TESTED_ON[kind]})" if kind in REFUSAL_TESTED_ON else ""
         return "refused", KIND_REASONS[kind], "llama.cpp's classification" + tested
-    if arch in NOT_DECODERS:
-        return "refused", NOT_DECODERS[arch], "-"
+    if arch in CANNOT_LOOP:
+        return "refused", CANNOT_LOOP[arch], "-"
     return "not yet", NOT_YET_WHY.get(arch, NOT_CONVERTED), "-"
 
 
@@ -221,7 +225,7 @@ def render() -> str:
         "<!-- generated by `python tests/archtable.py` from the lists the tests run; do not edit -->",
         "",
         f"Every architecture of the pinned llama.cpp ({len(rows)}): {counts['loops']} loop, {counts['refused']} are refused",
-        f"because a loop cannot apply, {counts['not yet']} are not converted yet.",
+        f"because a loop cannot apply" + (f", {counts['not yet']} are not converted yet." if counts["not yet"] else "."),
         "",
         "Which llama.cpp architectures loop, and the check that covers each. An architecture loops when",
         "its graph builder runs its layers through `build_layer_stack` (the patch turns its layer loop into",
