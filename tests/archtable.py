@@ -161,6 +161,9 @@ REFUSED = {
     "lfm2": ("short-convolution layers with a recurrent state between attention layers: `set_loop` raises "
              "naming the architecture; a LOOPCPP_LOOP recipe is ignored with a warning", "test_bad_inputs.py"),
 }
+REFUSED["hrm_text"] = ("already a looped model: low and high stacks alternate in hierarchical cycles over aliased "
+                       "layers, so there is no single residual stack to loop: `set_loop` raises naming the reason",
+                       "test_bad_inputs.py")
 REFUSAL_TESTED_ON = {"recurrent": "mamba", "hybrid": "lfm2"}
 # What llama.cpp's own classification (loopcpp.architectures()) means for a loop, and the test
 # of that refusal path.
@@ -183,8 +186,6 @@ CANNOT_LOOP = {
     "dflash": "a speculative-decoding draft model that reads the target model's hidden states",
     "gemma4-assistant": "a speculative-decoding draft head: it attends to its target model's K/V cache and runs only "
                         "inside the target's context",
-    "hrm_text": "already a looped model: low and high stacks alternate in hierarchical cycles over aliased layers, "
-                "so there is no single residual stack to loop",
     "gptj": "the pinned llama.cpp has no graph builder for it: it cannot run the model at all",
 }
 NOT_CONVERTED = "its builder's layer loop is not converted to `build_layer_stack` yet: refused with that reason"

@@ -113,12 +113,14 @@ def test_bad_inputs_raise(tiny_paths, code, needle):
     assert needle in r.stdout, r.stdout + r.stderr[-500:]
 
 
-@pytest.mark.parametrize("arch, why", [("mamba", "it is recurrent"), ("lfm2", "it mixes attention with recurrent layers")])
-def test_a_loop_on_a_recurrent_or_hybrid_model_is_refused_cleanly(arch, why, tmp_path):
-    """Mamba keeps a recurrent state, not a KV cache, and LFM2 mixes attention with such layers:
-    an explicit loop is an error naming the architecture and the reason, and a global
-    LOOPCPP_LOOP is ignored with a warning (the model still runs)."""
-    path = {"mamba": tinymodels.write_mamba, "lfm2": tinymodels.write_lfm2}[arch](tmp_path / f"{arch}.gguf")
+@pytest.mark.parametrize("arch, why", [("mamba", "it is recurrent"), ("lfm2", "it mixes attention with recurrent layers"),
+                                       ("hrm_text", "it already re-runs its layers")])
+def test_a_loop_on_a_recurrent_hybrid_or_looped_model_is_refused_cleanly(arch, why, tmp_path):
+    """Mamba keeps a recurrent state, not a KV cache, LFM2 mixes attention with such layers, and
+    HRM-Text already cycles its two stacks: an explicit loop is an error naming the architecture
+    and the reason, and a global LOOPCPP_LOOP is ignored with a warning (the model still runs)."""
+    write = {"mamba": tinymodels.write_mamba, "lfm2": tinymodels.write_lfm2, "hrm_text": tinymodels.write_hrm_text}[arch]
+    path = write(tmp_path / f"{arch}.gguf")
     r = run(f"""
         import os, loopcpp
         m = loopcpp.Model({str(path)!r})

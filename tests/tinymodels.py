@@ -256,3 +256,34 @@ def swa_layers(spec: TinySpec) -> list[bool]:
     if spec.arch != "gemma3":
         return [False] * spec.n_layer
     return [il % spec.swa_pattern < spec.swa_pattern - 1 for il in range(spec.n_layer)]
+
+
+def write_hrm_text(path: Path, n_embd: int = 32, n_vocab: int = 288, seed: int = 0) -> Path:
+    """A tiny HRM-Text: a low and a high stack of one layer each, run in hierarchical cycles over
+    aliased cache slots (here 2 high cycles of 1 low pass + 1 high pass: 4 slots). Already a
+    looped model, which the loop must refuse cleanly."""
+    import gguf
+
+    rng = np.random.default_rng(seed)
+    n_head, head_dim, n_ff = 4, n_embd // 4, 64
+    w = gguf.GGUFWriter(str(path), "hrm_text")
+    w.add_name("tiny-hrm")
+    add_shape(w, TinySpec("llama", n_layer=4, n_embd=n_embd, n_head=n_head, n_head_kv=n_head, head_dim=head_dim,
+                          n_ff=n_ff, n_vocab=n_vocab))
+    w.add_feed_forward_length(n_ff)
+    for key, value in (("layers_per_stack", 1), ("h_cycles", 2), ("l_cycles", 1)):
+        w.add_uint32(f"hrm_text.hrm.{key}", value)
+    _add_vocab(w, n_vocab)
+
+    def t(*shape):  # numpy layout: the reverse of ggml's ne
+        return (rng.standard_normal(shape) / np.sqrt(shape[-1])).astype(np.float32)
+
+    weights = {"token_embd.weight": t(n_vocab, n_embd), "hrm.z_l_init": t(n_embd)}
+    for il in range(2):  # block 0: the low stack, block 1: the high one; parameter-free norms
+        p = f"blk.{il}."
+        for n in ("attn_q", "attn_k", "attn_v", "attn_gate"):
+            weights[p + n + ".weight"] = t(n_embd, n_embd)
+        weights[p + "attn_output.weight"] = t(n_embd, n_embd)
+        weights[p + "ffn_gate.weight"], weights[p + "ffn_up.weight"] = t(n_ff, n_embd), t(n_ff, n_embd)
+        weights[p + "ffn_down.weight"] = t(n_embd, n_ff)
+    return finish(w, weights, path)
