@@ -17,6 +17,9 @@ from tqdm import tqdm
 LOOP_KEY = "loopcpp.loop"
 # Per-layer arrays outside the architecture's own keys (Apertus's xIELU activation parameters)
 PER_LAYER_PREFIXES = ("xielu.",)
+# Keys that count the model's last layers (gemma4's KV-sharing layers, which read the cache of the
+# last layer before them of their attention type)
+LAST_LAYER_COUNTS = ("attention.shared_kv_layers",)
 
 
 def copy_gguf(src: str | os.PathLike, dst: str | os.PathLike, set_strings: Optional[dict[str, str]] = None,
@@ -57,6 +60,8 @@ def copy_gguf(src: str | os.PathLike, dst: str | os.PathLike, set_strings: Optio
             elif layers is not None and sub is not None and field.name.startswith((f"{arch}.", *PER_LAYER_PREFIXES)) \
                     and len(value) == n_layer:
                 value = [value[i] for i in layers]  # a per-layer array
+            elif layers is not None and field.name.removeprefix(f"{arch}.") in LAST_LAYER_COUNTS:
+                value = sum(i >= n_layer - value for i in layers)  # a copy counts where its source does
             writer.add_key_value(field.name, value, kind, sub_type=sub)
         for key, value in set_strings.items():
             writer.add_string(key, value)

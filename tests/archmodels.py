@@ -468,7 +468,11 @@ def gemma4_tensors(spec: TinySpec) -> dict[str, np.ndarray]:
         w.t[p + "attn_v.weight"], w.t[p + "attn_output.weight"] = w.mat(KV * D, E), w.mat(E, H * D)
         if full:  # V is K
             w.drop(p, "attn_v.weight")
-        w.norms(p, attn_q_norm=D, attn_k_norm=D, post_attention_norm=E, post_ffw_norm=E, post_norm=E)
+        if il >= L - GEMMA4["shared_kv"]:  # KV sharing: these read the cache of the last such layer before them
+            w.drop(p, "attn_k.weight", *(() if full else ("attn_v.weight",)))
+        w.norms(p, attn_q_norm=D, post_attention_norm=E, post_ffw_norm=E, post_norm=E)
+        if il < L - GEMMA4["shared_kv"]:
+            w.norms(p, attn_k_norm=D)
         w.t[p + "inp_gate.weight"], w.t[p + "proj.weight"] = w.mat(P, E, 2.0), w.mat(E, P)
         w.t[p + "layer_output_scale.weight"] = w.norm(1)
         if il % 2:  # the dense FFN, then routed experts on the attention output, each with its norms
@@ -564,7 +568,7 @@ MAPLE = {"swa": [True, False, True, True, False, True], "clamp": [1.0, 0.5, 2.0,
 # Gemma 3n: AltUp streams, LAuReL rank, per-layer embedding width (llama.cpp's fixed values)
 GEMMA3N = {"altup": 4, "laurel_rank": 64, "per_layer": 256}
 # Gemma 4: sliding layers, the full layers' head size, per-layer embedding width
-GEMMA4 = {"swa": [True, True, False, True, True, False], "head_full": 32, "per_layer": 8}
+GEMMA4 = {"swa": [True, True, True, False, True, False], "head_full": 32, "per_layer": 8, "shared_kv": 2}
 # MiMo-V2: sliding layers, K/V heads per layer, a V head narrower than K
 MIMO2 = {"swa": [False, True, True, False, True, True], "heads_kv": [2, 4, 4, 2, 4, 4], "v_head": 8}
 # Laguna: fewer heads on the full-attention layers (every fourth from layer 0); RoPE over part of the head there
@@ -761,6 +765,7 @@ def write(arch: str, path: Path, spec: TinySpec | None = None) -> Path:
         w.add_uint32(f"{arch}.attention.value_length_swa", spec.head_dim)
         w.add_uint32(f"{arch}.rope.dimension_count_swa", spec.head_dim)
         w.add_uint32(f"{arch}.embedding_length_per_layer_input", GEMMA4["per_layer"])
+        w.add_uint32(f"{arch}.attention.shared_kv_layers", GEMMA4["shared_kv"])  # 4 reads 2's cache, 5 reads 3's
         w.add_float32(f"{arch}.final_logit_softcapping", 30.0)
     if arch == "mimo2":  # the pattern per layer, a scale on the attention output
         w.add_sliding_window(spec.n_swa)

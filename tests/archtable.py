@@ -133,7 +133,9 @@ NOTES = {
                "KV shared from layer 20 on are fixed by index in llama.cpp (none in a tiny model)",
     "gemma4": "Q/K/V norms, post-norms, a scale per layer, per-layer sliding pattern with smaller heads, V = K and "
               "proportional RoPE on the full layers, per-layer embeddings (sliced by layer index), a dense FFN plus "
-              "softmax MoE; KV sharing (shared_kv_layers) not in the tiny model",
+              "softmax MoE; KV sharing: the last layers read the cache of earlier ones, which keeps the cache policy's K/V "
+              "when the window holds those (the oracle runs a window of the sharing layers; a self-merge counts "
+              "copies of them; test_layers_that_share_kv_read_what_the_cache_keeps)",
     "deepseek32": "DeepSeek-V3.2: deepseek2's MLA and MoE (sigmoid routing with a selection bias) plus a lightning "
                   "indexer per layer with its own K cache (a DSA cache: its writes follow the cache policy too), "
                   "picking the top-k keys each query attends to",
@@ -261,6 +263,13 @@ def render() -> str:
         "`build_layer_stack`'s `token_dim`). Per-layer embeddings are read by layer index and follow the",
         "evaluated layer. A builder that picks its output rows after the output norm (MTP heads that",
         "need every row) passes no rows to the stack.",
+        "",
+        "State that one layer leaves for later ones outside the residual follows one of two rules. Layers",
+        "that read another layer's K/V (gemma4's and gemma3n's KV sharing) read the cache, which keeps one",
+        "K/V per token for a window layer, the cache policy's (docs/looping.md); the contract's rule for",
+        "later tokens then holds for the current ones too. State outside the cache (glm-dsa's top-k",
+        "selection, which its shared indexer layers reuse) cannot be kept that way: a window holding the",
+        "layer that leaves it, with a reader after it, is refused.",
         "",
         "| architecture | status | what is particular | checked by |",
         "|---|---|---|---|",

@@ -64,11 +64,17 @@ DEPTH_DEPENDENT = {
 }
 
 
+# Windows where WINDOW holds layers whose K/V later layers read from the cache (KV sharing): the
+# cache keeps one K/V per token for them, the policy's, where a self-merged file's readers would
+# read the last copy's (test_layers_that_share_kv_read_what_the_cache_keeps checks those windows).
+KV_SOURCE_WINDOWS = {"gemma4": (4, 5)}  # layers 4 and 5 read the cache of layers 2 and 3
+
+
 def oracle_window(arch: str) -> tuple[int, int]:
     """WINDOW, or for an architecture that picks some per-layer settings by index period (no GGUF
     key states them per layer), a window as wide as the period: every copy then keeps them."""
     period = INDEX_PERIODS.get(arch)
-    return (1, period) if period else WINDOW
+    return (1, period) if period else KV_SOURCE_WINDOWS.get(arch, WINDOW)
 
 
 @pytest.mark.parametrize("arch", ALL_ARCHS)
@@ -130,6 +136,35 @@ def test_sparse_attention_that_runs_only_with_flash_attention_equals_the_self_me
     sparse = prompt_logits(arch_paths["minimax-m3"], loop, flash_attn=True)
     assert max(rel_err(a, b) for a, b in zip(sparse, prompt_logits(merged, flash_attn=True))) < TOL
     assert rel_err(sparse[-1], prompt_logits(arch_paths["minimax-m3"], loop)[-1]) > 100 * TOL
+
+
+def test_layers_that_share_kv_read_what_the_cache_keeps(arch_paths, tmp_path, monkeypatch):
+    """gemma4's last layers attend with the K/V that an earlier layer stored (here 4 reads layer
+    2's cache, 5 reads layer 3's). A window holding those sources stores one K/V per token for
+    them, the cache policy's, and the sharing layers read that, as later tokens do. So in one
+    ubatch from an empty cache (where the window's own evaluations attend to their own K/V) the
+    policy changes the logits exactly where a layer after the window reads the window's cache:
+    with the sources in the window, not with a window before them, and not without sharing."""
+    def policies_agree(path, window):
+        first, last = (prompt_logits(path, f"{window}x3,block,euler,kv={kv},decode=full") for kv in ("first", "last"))
+        return max(rel_err(a, b) for a, b in zip(first, last))
+
+    assert policies_agree(arch_paths["gemma4"], "2:3") > 1e-2
+    assert policies_agree(arch_paths["gemma4"], "0:1") == 0.0
+    monkeypatch.setitem(archmodels.GEMMA4, "shared_kv", 0)
+    assert policies_agree(archmodels.write("gemma4", tmp_path / "unshared.gguf"), "2:3") == 0.0
+
+
+@pytest.mark.parametrize("window, shared", [((4, 5), 4), ((3, 4), 3), ((1, 2), 2)])
+def test_a_self_merge_counts_the_copies_of_kv_sharing_layers(window, shared, arch_paths, tmp_path):
+    """gemma4 states its KV-sharing layers as a count of last layers: in a merged file every copy of
+    such a layer counts, and only those (x2: the window's layers appear twice)."""
+    import gguf
+
+    merged = tmp_path / "merged.gguf"
+    duplicate_layers(arch_paths["gemma4"], merged, *window, 2, progress=False)
+    field = gguf.GGUFReader(str(merged)).get_field("gemma4.attention.shared_kv_layers")
+    assert field.contents() == shared
 
 
 def test_glm_dsa_refuses_a_window_whose_indexer_top_k_a_later_shared_layer_reuses(arch_paths, tmp_path, monkeypatch):
