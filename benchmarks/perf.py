@@ -1,6 +1,6 @@
 """Measurements for docs/performance.md that `loopcpp bench` does not make on its own.
 
-    python benchmarks/perf.py selfmerge [MODEL] --loop 13:16x3 [--rounds 5] [--json F]
+    python benchmarks/perf.py selfmerge [MODEL] --loop 13:16x3 [--rounds 5] [--no-repack] [--json F]
         loopcpp (naive, every ubatch looped) against the same window physically repeated in a
         self-merged GGUF (`loopcpp dup`) run unlooped: pp/tg speed, KV and weight bytes, file
         size, perplexity; the three configurations take turns round after round.
@@ -50,7 +50,7 @@ def cmd_selfmerge(args) -> dict:
         configs = {"unlooped": (path, "off"), f"loopcpp {cfg.start}:{cfg.end}x{cfg.steps} naive, decode=full":
                    (path, f"{cfg.start}:{cfg.end}x{cfg.steps},naive,decode=full"),
                    f"self-merge ({len(layers)} layers)": (merged, "off")}
-        models = {p: loopcpp.Model(p) for p in {path, merged}}
+        models = {p: loopcpp.Model(p, repack=args.repack) for p in {path, merged}}
         contexts = {name: models[p].context(n_ctx=n_ctx, n_batch=512, n_ubatch=512, n_threads=args.threads, loop=s)
                     for name, (p, s) in configs.items()}
         prompt = bench._tokens(models[path], args.pp)
@@ -74,7 +74,7 @@ def cmd_selfmerge(args) -> dict:
             m.close()
     base = rows[0]
     mib = 1 << 20
-    print(f"{os.path.basename(path)}, threads {args.threads or 'default'}, pp{args.pp} tg{args.tg}, median of "
+    print(f"{os.path.basename(path)}, threads {args.threads or 'default'}, repack {args.repack}, pp{args.pp} tg{args.tg}, median of "
           f"{args.rounds} interleaved rounds; perplexity: {args.windows} windows of 512 tokens (BoolQ dev)")
     print(f"{'config':<44} {'pp t/s':>8} {'ratio':>6} {'tg t/s':>8} {'ratio':>6} {'KV MiB':>7} {'weights MiB':>11} "
           f"{'file MiB':>8} {'ppl':>9}")
@@ -82,7 +82,7 @@ def cmd_selfmerge(args) -> dict:
         print(f"{r['config']:<44} {r['pp_tps']:8.1f} {r['pp_tps'] / base['pp_tps']:6.2f} {r['tg_tps']:8.1f} "
               f"{r['tg_tps'] / base['tg_tps']:6.2f} {r['kv_bytes'] / mib:7.2f} {r['weight_bytes'] / mib:11.1f} "
               f"{r['file_bytes'] / mib:8.1f} {r['ppl']:9.3f}")
-    return {"model": str(path), "loop": args.loop, "pp": args.pp, "tg": args.tg, "rows": rows}
+    return {"model": str(path), "loop": args.loop, "repack": args.repack, "pp": args.pp, "tg": args.tg, "rows": rows}
 
 
 def cmd_memory(args) -> dict:
@@ -181,6 +181,8 @@ def main(argv=None) -> int:
     sub.choices["selfmerge"].add_argument("--loop", required=True)
     sub.choices["selfmerge"].add_argument("--tg", type=int, default=64)
     sub.choices["selfmerge"].add_argument("--windows", type=int, default=4)
+    sub.choices["selfmerge"].add_argument("--no-repack", dest="repack", action="store_false",
+                                          help="weights as in the file (no AMX or other CPU repacking)")
     sub.choices["memory"].add_argument("--window")
     sub.choices["memory"].add_argument("--ubatch", type=int, default=512)
     sub.choices["memory"].add_argument("--steps", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64])

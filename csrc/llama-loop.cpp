@@ -618,31 +618,37 @@ static bool leaves_carried_state(const llama_model & model, int32_t il) {
            model.hparams.is_indexer_full(il) && !model.hparams.is_indexer_full(il + 1);
 }
 
-static std::string carried_state_conflict(const llama_model & model, int32_t start, int32_t end) {
+static bool keeps_carried_state(const llama_model & model, int32_t start, int32_t end) {
     for (int32_t il = start; il <= end; ++il) {
-        if (!leaves_carried_state(model, il)) {
-            continue;
+        if (leaves_carried_state(model, il)) {
+            return false;
         }
-        // the nearest window of the same width without such a layer, as a suggestion
-        const int32_t w = end - start + 1, n = n_layer_of(model);
-        std::string hint;
-        for (int32_t d = 1; d < n && hint.empty(); ++d) {
-            for (int32_t s : { start - d, start + d }) {
-                bool clean = s >= 0 && s + w <= n;
-                for (int32_t j = s; clean && j < s + w; ++j) {
-                    clean = !leaves_carried_state(model, j);
-                }
-                if (clean) {
-                    hint = "; try --loop " + std::to_string(s) + ":" + std::to_string(s + w - 1) + " instead";
-                    break;
-                }
+    }
+    return true;
+}
+
+// Why the window [start, end] cannot loop because of carried state, with the nearest window of the
+// same width that can; empty when it can.
+static std::string carried_state_conflict(const llama_model & model, int32_t start, int32_t end) {
+    int32_t il = start;
+    while (il <= end && !leaves_carried_state(model, il)) {
+        ++il;
+    }
+    if (il > end) {
+        return "";
+    }
+    std::string why = "layer " + std::to_string(il) + " is a full indexer layer whose top-k selection the shared "
+                      "indexer layer " + std::to_string(il + 1) + " reuses, and a loop's extra evaluations would "
+                      "overwrite it; choose a window without a full indexer layer that a shared one follows";
+    const int32_t w = end - start + 1, n = n_layer_of(model);
+    for (int32_t d = 1; d < n; ++d) {
+        for (int32_t s : { start - d, start + d }) {
+            if (s >= 0 && s + w <= n && keeps_carried_state(model, s, s + w - 1)) {
+                return why + ", e.g. " + std::to_string(s) + ":" + std::to_string(s + w - 1);
             }
         }
-        return "layer " + std::to_string(il) + " is a full indexer layer whose top-k selection the shared indexer "
-               "layer " + std::to_string(il + 1) + " reuses, and a loop's extra evaluations would overwrite it: "
-               "choose a window without a full indexer layer that a shared one follows" + hint;
     }
-    return "";
+    return why;
 }
 
 int32_t llama_loop_validate(const llama_model * model, const llama_loop_params * params) {

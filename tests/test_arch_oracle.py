@@ -174,7 +174,7 @@ def test_glm_dsa_refuses_a_window_whose_indexer_top_k_a_later_shared_layer_reuse
     equals the self-merged model."""
     with loopcpp.Model(arch_paths["glm-dsa"]) as m, m.context(n_ctx=64) as ctx:  # layers 1 full, 2 shared
         with pytest.raises(loopcpp.LoopConfigError, match=r"layer 1 is a full indexer layer .* shared indexer layer 2.*"
-                                                          r"try --loop 2:3"):
+                                                          r"e\.g\. 2:3"):
             ctx.set_loop("1:2x2")
         with pytest.raises(loopcpp.LoopConfigError, match="layer 1 is a full indexer layer"):
             ctx.set_loop("auto")  # the default window of 6 layers is 1:4
