@@ -51,7 +51,7 @@ def _ppl_by_recipe(d: Path, m: str) -> dict[str, str]:
         delta = row.get("delta_ppl")
         cell = f"{row['ppl']:.2f}" + (f", {delta['value']:+.2f} [{delta['lo']:+.2f}, {delta['hi']:+.2f}]" if delta else "")
         cells[row["recipe"].replace(",beta=0.5", "").replace(",kv=first", "").replace(",decode=bypass", "")] = \
-            cell.replace("+-", "−").replace("-", "−").replace("−0.00", "−0.00")
+            cell.replace("-", "−")  # the page's minus sign
     return cells
 
 
@@ -148,6 +148,11 @@ def sweep(d: Path) -> list[str]:
 def long_prompts(d: Path) -> list[str]:
     out = ["| prompt | n_ubatch | unlooped t/s | looped t/s | time × measured / expected | KV MiB | compute MiB |",
            "|---|---|---|---|---|---|---|"]
+    j = _load(d, "bench-smollm2-135m-full.json")  # the 512-token row: the SmolLM2 table's off and autox3
+    if j:
+        off, loop = (next(r for r in j["rows"] if _short(r["loop"]) == s) for s in ("off", "13:16x3,block,rk"))
+        out.append(f"| 512 | 512 | {off['pp_tps']:.0f} | {loop['pp_tps']:.0f} | {loop['pp_time_ratio']:.2f} / "
+                   f"{loop['expected_pp']:.2f} | {loop['memory']['kv'] / MIB:.2f} | {loop['memory']['compute'] / MIB:.2f} |")
     for p, ub in ((2048, 512), (2048, 2048), (8000, 2048)):
         j = _load(d, f"long-smollm2-135m-p{p}-ub{ub}.json")
         if not j:

@@ -600,6 +600,9 @@ static std::string unsupported_reason(const llama_model & model) {
     if (llama_model_is_diffusion(&model)) {
         return "it is a diffusion model, which loopcpp does not loop";
     }
+    if (model.arch == LLM_ARCH_GEMMA4_ASSISTANT) {
+        return "it is a draft head that attends to its target model's cache and runs only inside the target's context";
+    }
     if (model.arch == LLM_ARCH_HRM_TEXT) {
         return "it already re-runs its layers (low and high stacks in hierarchical cycles), so there is no single layer stack to loop";
     }
@@ -637,14 +640,18 @@ static std::string carried_state_conflict(const llama_model & model, int32_t sta
     if (il > end) {
         return "";
     }
-    std::string why = "layer " + std::to_string(il) + " is a full indexer layer whose top-k selection the shared "
-                      "indexer layer " + std::to_string(il + 1) + " reuses, and a loop's extra evaluations would "
-                      "overwrite it; choose a window without a full indexer layer that a shared one follows";
-    const int32_t w = end - start + 1, n = n_layer_of(model);
-    for (int32_t d = 1; d < n; ++d) {
-        for (int32_t s : { start - d, start + d }) {
-            if (s >= 0 && s + w <= n && keeps_carried_state(model, s, s + w - 1)) {
-                return why + ", e.g. " + std::to_string(s) + ":" + std::to_string(s + w - 1);
+    const std::string why = "layer " + std::to_string(il) + " is a full indexer layer whose top-k selection the "
+                            "shared indexer layer " + std::to_string(il + 1) + " reuses, and a loop's extra "
+                            "evaluations would overwrite it; choose a window without a full indexer layer "
+                            "immediately followed by a shared one";
+    // the nearest window of the same width that can loop, else of the widest width that has one
+    const int32_t n = n_layer_of(model);
+    for (int32_t w = end - start + 1; w >= 1; --w) {
+        for (int32_t d = 0; d < n; ++d) {
+            for (int32_t s : { start - d, start + d }) {
+                if (s >= 0 && s + w <= n && keeps_carried_state(model, s, s + w - 1)) {
+                    return why + ", e.g. " + std::to_string(s) + ":" + std::to_string(s + w - 1);
+                }
             }
         }
     }

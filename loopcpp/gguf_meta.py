@@ -17,8 +17,8 @@ from tqdm import tqdm
 LOOP_KEY = "loopcpp.loop"
 # Per-layer arrays outside the architecture's own keys (Apertus's xIELU activation parameters)
 PER_LAYER_PREFIXES = ("xielu.",)
-# Keys that count the model's last layers (gemma4's KV-sharing layers, which read the cache of the
-# last layer before them of their attention type)
+# Keys that count the model's last layers (gemma4's KV-sharing layers: llama.cpp makes the layers from
+# position n_layer - count on share, reading the cache of the one or two layers just before them)
 LAST_LAYER_COUNTS = ("attention.shared_kv_layers",)
 
 
@@ -61,7 +61,7 @@ def copy_gguf(src: str | os.PathLike, dst: str | os.PathLike, set_strings: Optio
                     and len(value) == n_layer:
                 value = [value[i] for i in layers]  # a per-layer array
             elif layers is not None and field.name.removeprefix(f"{arch}.") in LAST_LAYER_COUNTS:
-                value = sum(i >= n_layer - value for i in layers)  # a copy counts where its source does
+                value = _last_layer_count(field.name, value, n_layer, layers)
             writer.add_key_value(field.name, value, kind, sub_type=sub)
         for key, value in set_strings.items():
             writer.add_string(key, value)
@@ -82,6 +82,21 @@ def copy_gguf(src: str | os.PathLike, dst: str | os.PathLike, set_strings: Optio
         os.replace(tmp, dst)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _last_layer_count(key: str, count: int, n_layer: int, layers: list[int]) -> int:
+    """The count of a LAST_LAYER_COUNTS key in a file of `layers`: every copy of a counted layer
+    counts where its source does. llama.cpp reads the count by position, so the counted copies must
+    end the file and the two layers before them must be the ones before the counted layers."""
+    first = n_layer - count
+    new = sum(i >= first for i in layers)
+    counted = [i >= first for i in layers]
+    before, lead = layers[: len(layers) - new], [i for i in range(first - 2, first) if i >= 0]
+    if count and (counted != [False] * len(before) + [True] * new or before[len(before) - len(lead):] != lead):
+        raise ValueError(f"{key} = {count}: layers {first}.. read the cache of the layers just before them, by "
+                         f"position, and this layer order ({layers}) moves them: it must end in copies of layers "
+                         f"{first}.. only, right after layers {lead}")
+    return new
 
 
 def _layer_tensors(tensors, layers: list[int]) -> list[tuple[str, object]]:

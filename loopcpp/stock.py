@@ -2,7 +2,8 @@
 
 The unmodified library is built once from the same pinned sources (the llama-cpp-python sdist the
 build uses) and cached. It carries ggml-fixes.patch only: the ggml fixes without which the pinned
-ggml crashes on some CPUs (AMX); none of them touches llama.cpp's graphs. Both libraries are
+ggml crashes on some CPUs (AMX), and its CPU buffers' 64-byte alignment (a speed fix, so that
+both builds align alike); none of them touches llama.cpp's graphs. Both libraries are
 measured by the same code, in child processes that take turns round after round, through the
 plain llama.h API (the stock library has no loop API, so the loopcpp package cannot load it).
 """

@@ -611,9 +611,13 @@ def comparable(arch: str, logits: np.ndarray) -> np.ndarray:
     it sets them in the flat buffer) and qwen3tts's padding in front of its codec head."""
     out = np.array(logits, np.float32)
     if arch == "chameleon":
-        out.reshape(-1)[4:8196] = 0.0
+        masked, sentinel = out.reshape(-1)[4:8196], np.finfo(np.float32).min
     elif arch == "qwen3tts":
-        out[..., : out.shape[-1] - QWEN3TTS_CODEC] = 0.0
+        masked, sentinel = out[..., : out.shape[-1] - QWEN3TTS_CODEC], -np.inf
+    else:
+        return out
+    assert (masked == sentinel).all(), f"{arch}: the masked logits are not {sentinel}"
+    masked[...] = 0.0  # a view into out
     return out
 
 

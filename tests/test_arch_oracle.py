@@ -64,17 +64,18 @@ DEPTH_DEPENDENT = {
 }
 
 
-# Windows where WINDOW holds layers whose K/V later layers read from the cache (KV sharing): the
-# cache keeps one K/V per token for them, the policy's, where a self-merged file's readers would
-# read the last copy's (test_layers_that_share_kv_read_what_the_cache_keeps checks those windows).
-KV_SOURCE_WINDOWS = {"gemma4": (4, 5)}  # layers 4 and 5 read the cache of layers 2 and 3
+# Where WINDOW holds the layers whose cache KV-sharing layers read (gemma4: layers 4 and 5 read
+# layers 2 and 3), the loop's readers read the cache policy's K/V and a self-merged file's the
+# last copy's (test_layers_that_share_kv_read_what_the_cache_keeps covers that): the oracle runs a
+# window of the sharing layers instead.
+KV_SHARING_WINDOWS = {"gemma4": (4, 5)}
 
 
 def oracle_window(arch: str) -> tuple[int, int]:
     """WINDOW, or for an architecture that picks some per-layer settings by index period (no GGUF
     key states them per layer), a window as wide as the period: every copy then keeps them."""
     period = INDEX_PERIODS.get(arch)
-    return (1, period) if period else KV_SOURCE_WINDOWS.get(arch, WINDOW)
+    return (1, period) if period else KV_SHARING_WINDOWS.get(arch, WINDOW)
 
 
 @pytest.mark.parametrize("arch", ALL_ARCHS)
@@ -145,23 +146,30 @@ def test_layers_that_share_kv_read_what_the_cache_keeps(arch_paths, tmp_path, mo
     ubatch from an empty cache (where the window's own evaluations attend to their own K/V) the
     policy changes the logits exactly where a layer after the window reads the window's cache:
     with the sources in the window, not with a window before them, and not without sharing."""
-    def policies_agree(path, window):
+    def policy_difference(path, window):
         first, last = (prompt_logits(path, f"{window}x3,block,euler,kv={kv},decode=full") for kv in ("first", "last"))
         return max(rel_err(a, b) for a, b in zip(first, last))
 
-    assert policies_agree(arch_paths["gemma4"], "2:3") > 1e-2
-    assert policies_agree(arch_paths["gemma4"], "0:1") == 0.0
+    assert policy_difference(arch_paths["gemma4"], "2:3") > 1e-2
+    assert policy_difference(arch_paths["gemma4"], "0:1") == 0.0
     monkeypatch.setitem(archmodels.GEMMA4, "shared_kv", 0)
-    assert policies_agree(archmodels.write("gemma4", tmp_path / "unshared.gguf"), "2:3") == 0.0
+    assert policy_difference(archmodels.write("gemma4", tmp_path / "unshared.gguf"), "2:3") == 0.0
 
 
-@pytest.mark.parametrize("window, shared", [((4, 5), 4), ((3, 4), 3), ((1, 2), 2)])
+@pytest.mark.parametrize("window, shared", [((4, 5), 4), ((5, 5), 3), ((0, 1), 2), ((2, 3), 2),
+                                            ((3, 4), None), ((3, 3), None)])
 def test_a_self_merge_counts_the_copies_of_kv_sharing_layers(window, shared, arch_paths, tmp_path):
-    """gemma4 states its KV-sharing layers as a count of last layers: in a merged file every copy of
-    such a layer counts, and only those (x2: the window's layers appear twice)."""
+    """gemma4 states its KV-sharing layers (4, 5, reading layers 2 and 3) as a count of last
+    layers: in a merged file every copy of such a layer counts (x2: the window's layers appear
+    twice). A window that moves the sharing layers or their sources away from the positions
+    llama.cpp reads them at is refused: no count could state it."""
     import gguf
 
     merged = tmp_path / "merged.gguf"
+    if shared is None:
+        with pytest.raises(ValueError, match="shared_kv_layers = 2: layers 4.. read the cache"):
+            duplicate_layers(arch_paths["gemma4"], merged, *window, 2, progress=False)
+        return
     duplicate_layers(arch_paths["gemma4"], merged, *window, 2, progress=False)
     field = gguf.GGUFReader(str(merged)).get_field("gemma4.attention.shared_kv_layers")
     assert field.contents() == shared
@@ -178,6 +186,12 @@ def test_glm_dsa_refuses_a_window_whose_indexer_top_k_a_later_shared_layer_reuse
             ctx.set_loop("1:2x2")
         with pytest.raises(loopcpp.LoopConfigError, match="layer 1 is a full indexer layer"):
             ctx.set_loop("auto")  # the default window of 6 layers is 1:4
+    # GLM-5.2's own pattern (full, then every fourth) leaves no clean window as wide as the default
+    # one: the suggestion narrows it
+    monkeypatch.setitem(archmodels.GLM_DSA, "full", [1, 1, 1, 0, 1, 0])
+    with loopcpp.Model(archmodels.write("glm-dsa", tmp_path / "glm52.gguf")) as m, m.context(n_ctx=64) as ctx:
+        with pytest.raises(loopcpp.LoopConfigError, match=r"window 1:4 cannot loop .* layer 2 is .* e\.g\. 0:1$"):
+            ctx.set_loop("auto")
     monkeypatch.setitem(archmodels.GLM_DSA, "full", [1] * 6)
     all_full = archmodels.write("glm-dsa", tmp_path / "glm5.gguf")
     merged = tmp_path / "glm5-merged.gguf"
