@@ -60,6 +60,16 @@ void llama_check_hparams(const llama_hparams & hparams) {
             throw std::runtime_error(std::string("invalid ") + e.name + ": " + std::to_string(e.value));
         }
     }
+    // ggml's RoPE asserts an even size no wider than the head, in a compute thread; not every
+    // builder checks it first (gemma3's does not)
+    for (uint32_t il = 0; hparams.rope_type != LLAMA_ROPE_TYPE_NONE && il < hparams.n_layer_all; ++il) {
+        const uint32_t n_rot = hparams.n_rot(il), n_head = hparams.n_embd_head_k(il);
+        if (n_rot % 2 != 0 || n_rot > n_head) {
+            throw std::runtime_error("invalid rope.dimension_count " + std::to_string(n_rot) + " for layer " +
+                                     std::to_string(il) + ": it must be even and at most the head size " +
+                                     std::to_string(n_head));
+        }
+    }
 }
 
 void llama_check_tensor_types(const llama_model_loader & ml) {

@@ -183,8 +183,9 @@ def field_of(header, role, where):
 def test_what_the_fuzzer_found(worker, pristine, header, tmp_path):
     """Each of these aborted the host before loopcpp's patch: a GGML_ASSERT in the loader
     (block_count 0), one inside a compute thread (a negative norm epsilon), an exception through the
-    C tokenizer (a byte token renamed), an assert in graph building (head size != rope size); and
-    one hung it (gemma3 with RoPE over 0 dimensions)."""
+    C tokenizer (a byte token renamed), an assert in graph building (head size != rope size), one
+    in a compute thread when that was not the main one (gemma3's odd RoPE size); and one hung it
+    (gemma3 with RoPE over 0 dimensions)."""
     arch = next(f.where for f in header if f.where.endswith(".block_count")).split(".")[0]
     cases = [
         (field_of(header, "value", f"{arch}.block_count"), 0, "ERROR ModelLoadError", "n_layer_all > 0"),
@@ -193,8 +194,11 @@ def test_what_the_fuzzer_found(worker, pristine, header, tmp_path):
     ]
     if arch != "gemma3":  # gemma3's graph does not check the rope size
         cases.append((field_of(header, "value", f"{arch}.rope.dimension_count"), 8, "ERROR", "n_rot"))
-    else:  # RoPE over 0 dimensions: ggml's CPU rope looped forever (ggml-fixes.patch); now nothing rotates
-        cases.append((field_of(header, "value", f"{arch}.rope.dimension_count"), 0, "RAN", ""))
+    else:  # RoPE over 0 dimensions: ggml's CPU rope looped forever (ggml-fixes.patch); now nothing rotates.
+        # An odd or too wide size: ggml's RoPE asserted in a compute thread (aborting when not the main one)
+        rope = field_of(header, "value", f"{arch}.rope.dimension_count")
+        cases += [(rope, 0, "RAN", ""), (rope, 1, "ERROR ModelLoadError", "invalid rope.dimension_count 1"),
+                  (rope, 7, "ERROR ModelLoadError", "must be even"), (rope, 64, "ERROR ModelLoadError", "head size")]
     for field, value, kind, needle in cases:
         line = check(worker, tmp_path, ggufwalk.rewrite(pristine, field, value))
         assert line.startswith(kind) and needle in line, (field, line)
