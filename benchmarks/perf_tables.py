@@ -50,8 +50,7 @@ def _ppl_by_recipe(d: Path, m: str) -> dict[str, str]:
     for row in (j or {"summaries": [{"rows": []}]})["summaries"][0]["rows"]:
         delta = row.get("delta_ppl")
         cell = f"{row['ppl']:.2f}" + (f", {delta['value']:+.2f} [{delta['lo']:+.2f}, {delta['hi']:+.2f}]" if delta else "")
-        cells[row["recipe"].replace(",beta=0.5", "").replace(",kv=first", "").replace(",decode=bypass", "")] = \
-            cell.replace("-", "−")  # the page's minus sign
+        cells[_short(row["recipe"])] = cell.replace("-", "−")  # the page's minus sign
     return cells
 
 

@@ -621,23 +621,21 @@ static bool leaves_carried_state(const llama_model & model, int32_t il) {
            model.hparams.is_indexer_full(il) && !model.hparams.is_indexer_full(il + 1);
 }
 
-static bool keeps_carried_state(const llama_model & model, int32_t start, int32_t end) {
+// The first layer of [start, end] that leaves carried state, or -1.
+static int32_t first_carried_state_layer(const llama_model & model, int32_t start, int32_t end) {
     for (int32_t il = start; il <= end; ++il) {
         if (leaves_carried_state(model, il)) {
-            return false;
+            return il;
         }
     }
-    return true;
+    return -1;
 }
 
 // Why the window [start, end] cannot loop because of carried state, with the nearest window of the
 // same width that can; empty when it can.
 static std::string carried_state_conflict(const llama_model & model, int32_t start, int32_t end) {
-    int32_t il = start;
-    while (il <= end && !leaves_carried_state(model, il)) {
-        ++il;
-    }
-    if (il > end) {
+    const int32_t il = first_carried_state_layer(model, start, end);
+    if (il < 0) {
         return "";
     }
     const std::string why = "layer " + std::to_string(il) + " is a full indexer layer whose top-k selection the "
@@ -649,7 +647,7 @@ static std::string carried_state_conflict(const llama_model & model, int32_t sta
     for (int32_t w = end - start + 1; w >= 1; --w) {
         for (int32_t d = 0; d < n; ++d) {
             for (int32_t s : { start - d, start + d }) {
-                if (s >= 0 && s + w <= n && keeps_carried_state(model, s, s + w - 1)) {
+                if (s >= 0 && s + w <= n && first_carried_state_layer(model, s, s + w - 1) < 0) {
                     return why + ", e.g. " + std::to_string(s) + ":" + std::to_string(s + w - 1);
                 }
             }

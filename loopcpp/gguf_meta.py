@@ -89,8 +89,8 @@ def _last_layer_count(key: str, count: int, n_layer: int, layers: list[int]) -> 
     counts where its source does. llama.cpp reads the count by position, so the counted copies must
     end the file and the two layers before them must be the ones before the counted layers."""
     first = n_layer - count
-    new = sum(i >= first for i in layers)
     counted = [i >= first for i in layers]
+    new = sum(counted)
     before, lead = layers[: len(layers) - new], [i for i in range(first - 2, first) if i >= 0]
     if count and (counted != [False] * len(before) + [True] * new or before[len(before) - len(lead):] != lead):
         raise ValueError(f"{key} = {count}: layers {first}.. read the cache of the layers just before them, by "
