@@ -20,8 +20,9 @@ from loopcpp import catalog
 
 
 class ChatWindow:
-    def __init__(self, root: tk.Tk, ctx: loopcpp.Context, system: str, temperature: float, events: bool) -> None:
-        self.root, self.ctx, self.events, self.temperature = root, ctx, events, temperature
+    def __init__(self, root: tk.Tk, ctx: loopcpp.Context, system: str, sampling: loopcpp.Sampling, max_tokens: int,
+                 events: bool) -> None:
+        self.root, self.ctx, self.events, self.sampling, self.max_tokens = root, ctx, events, sampling, max_tokens
         self.messages = [{"role": "system", "content": system}] if system else []
         self.updates: "queue.Queue" = queue.Queue()
         self.busy = False
@@ -73,7 +74,7 @@ class ChatWindow:
     def generate(self) -> None:
         """Worker thread: never touches Tk, only the queue."""
         try:
-            gen = self.ctx.chat(self.messages, stream=True, max_tokens=256, temperature=self.temperature)
+            gen = self.ctx.chat(self.messages, stream=True, max_tokens=self.max_tokens, sampling=self.sampling)
             for tok in gen:
                 self.updates.put(("token", tok.text))
             self.updates.put(("done", gen.completion))
@@ -121,12 +122,15 @@ def main() -> None:
     ap.add_argument("--system", default="You are a helpful assistant.")
     ap.add_argument("-c", "--ctx-size", type=int, default=2048)
     ap.add_argument("--temp", type=float, default=0.8, help="sampling temperature (0: greedy)")
+    ap.add_argument("-n", "--max-tokens", type=int, default=256, help="tokens per reply (default: 256)")
+    ap.add_argument("--ignore-eos", action="store_true", help="replies run to --max-tokens (or Stop)")
     ap.add_argument("--events", action="store_true", help="print UI events to stdout")
     args = ap.parse_args()
     with loopcpp.Model(catalog.resolve_model(args.model)) as model:
         with model.context(n_ctx=args.ctx_size, loop=args.loop) as ctx:
             root = tk.Tk()
-            ChatWindow(root, ctx, args.system, args.temp, args.events)
+            sampling = loopcpp.Sampling(temperature=args.temp, ignore_eos=args.ignore_eos)
+            ChatWindow(root, ctx, args.system, sampling, args.max_tokens, args.events)
             root.mainloop()
 
 

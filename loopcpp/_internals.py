@@ -130,6 +130,7 @@ class ModelHandle(BackendFailure, _Owner):
             raise ModelLoadError(f"could not load model {path}: {reason}")
         self._ptr = ptr
         self._vocab = lib.llama_model_get_vocab(ptr)
+        self._eog: Optional[tuple[int, ...]] = None  # eog_tokens(), found on first use
 
     @property
     def vocab(self):
@@ -155,6 +156,13 @@ class ModelHandle(BackendFailure, _Owner):
     def eos(self) -> int: return lib.llama_vocab_eos(self.vocab)
     def add_bos(self) -> bool: return bool(lib.llama_vocab_get_add_bos(self.vocab))
     def is_eog(self, token: int) -> bool: return bool(lib.llama_vocab_is_eog(self.vocab, token))
+
+    def eog_tokens(self) -> tuple[int, ...]:
+        """Every end-of-generation token of the vocabulary (found once, then kept)."""
+        if self._eog is None:
+            vocab, is_eog = self.vocab, lib.llama_vocab_is_eog
+            self._eog = tuple(t for t in range(self.n_vocab()) if is_eog(vocab, t))
+        return self._eog
     def loop_supported(self) -> bool: return bool(lib.llama_loop_arch_supported(self.ptr))
 
     def loop_refusal(self) -> str:
@@ -526,13 +534,15 @@ class SamplerHandle(_Owner):
         self._ptr = chain  # freed with everything added so far if a step below fails
         add = lambda smpl: lib.llama_sampler_chain_add(chain, smpl)
         seed &= 0xFFFFFFFF
-        if s.logit_bias:
-            biases = ffi.new("llama_logit_bias[]", len(s.logit_bias))
-            for i, (tok, bias) in enumerate(s.logit_bias.items()):
-                if not 0 <= tok < n_vocab:
-                    raise ValueError(f"logit_bias token {tok} is outside the vocabulary [0, {n_vocab})")
-                biases[i].token, biases[i].bias = tok, bias
-            add(lib.llama_sampler_init_logit_bias(n_vocab, len(s.logit_bias), biases))
+        for tok in s.logit_bias:
+            if not 0 <= tok < n_vocab:
+                raise ValueError(f"logit_bias token {tok} is outside the vocabulary [0, {n_vocab})")
+        bias = {**s.logit_bias, **dict.fromkeys(model.eog_tokens() if s.ignore_eos else (), float("-inf"))}
+        if bias:
+            biases = ffi.new("llama_logit_bias[]", len(bias))
+            for i, (tok, b) in enumerate(bias.items()):
+                biases[i].token, biases[i].bias = tok, b
+            add(lib.llama_sampler_init_logit_bias(n_vocab, len(bias), biases))
         if s.repeat_penalty != 1.0 or s.presence_penalty != 0.0 or s.frequency_penalty != 0.0:
             last_n = s.penalty_last_n if s.penalty_last_n >= 0 else 1 << 30
             pen = lib.llama_sampler_init_penalties(n_vocab, min(last_n, 1 << 30), s.repeat_penalty,

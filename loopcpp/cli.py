@@ -101,6 +101,8 @@ def _add_sampling_args(p: argparse.ArgumentParser, max_tokens: int) -> None:
     g.add_argument("--mirostat-ent", type=float, default=5.0, help="mirostat tau (default: 5.0)")
     g.add_argument("-l", "--logit-bias", action="append", default=[], metavar="TOKEN(+|-)BIAS",
                    help="e.g. 15043+1 or 15043-inf (repeatable)")
+    g.add_argument("--ignore-eos", action="store_true",
+                   help="never end a reply with an end-of-generation token (it runs to -n, a stop or a full context)")
     g.add_argument("--grammar", help="GBNF grammar text")
     g.add_argument("--grammar-file", help="GBNF grammar file")
     g.add_argument("-j", "--json-schema", help="JSON schema the output must follow (text, or @FILE)")
@@ -116,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def cmd(name, help_text):
-        return sub.add_parser(name, help=help_text, description=help_text, epilog="examples:\n  " + EXAMPLES[name],
+        # argparse %-formats a subcommand's help (not its description): "95 %" would be a format code
+        return sub.add_parser(name, help=help_text.replace("%", "%%"), description=help_text, epilog="examples:\n  " + EXAMPLES[name],
                               formatter_class=argparse.RawDescriptionHelpFormatter)
 
     p = cmd("chat", "interactive chat (one prompt per line when stdin is not a terminal)")
@@ -334,7 +337,7 @@ def _sampling(args):
                     typical_p=args.typical, repeat_penalty=args.repeat_penalty, penalty_last_n=args.repeat_last_n,
                     presence_penalty=args.presence_penalty, frequency_penalty=args.frequency_penalty,
                     mirostat=args.mirostat, mirostat_eta=args.mirostat_lr, mirostat_tau=args.mirostat_ent,
-                    logit_bias=parse_logit_bias(args.logit_bias), grammar=grammar, json_schema=schema, seed=args.seed)
+                    logit_bias=parse_logit_bias(args.logit_bias), ignore_eos=args.ignore_eos, grammar=grammar, json_schema=schema, seed=args.seed)
 
 
 def _check_with_model(sampling, model) -> None:
@@ -642,7 +645,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     extra = []  # `loopcpp serve ... -- ARGS`: ARGS go to llama-server as they are
     if "--" in argv:
         extra, argv = argv[argv.index("--") + 1:], argv[:argv.index("--")]
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    if not argv:  # a bare `loopcpp` (a new user's first try) shows the commands
+        parser.print_help()
+        return 0
+    args = parser.parse_args(argv)
     args.extra = extra
     if extra and args.command != "serve":
         print(f"loopcpp: error: arguments after -- are for `loopcpp serve` only: {' '.join(extra)}", file=sys.stderr)

@@ -19,7 +19,7 @@ from .generation import Completion, Generation, Timings, Token, TopLogprob, Usag
 from .loop import LoopConfig, LoopLike, _decode_code, as_loop_config
 from .model import POOLING
 from .sampling import Sampling, sampling_from
-from .system import default_threads
+from .system import default_flash_attn, default_threads
 
 if TYPE_CHECKING:
     from .model import Model
@@ -59,6 +59,8 @@ class Context:
     embeddings=True makes an embeddings context (see embed()); pooling: "mean", "cls", "last"
     or "none" (default: the model's own, else mean).
     n_threads: default the physical cores, as llama.cpp's tools choose.
+    flash_attn: None leaves it to LLAMA_ARG_FLASH_ATTN (on / off / auto, as llama.cpp's tools
+    read it), else to llama.cpp (auto).
     """
 
     def __init__(self, model: "Model", n_ctx: int = 2048, n_batch: int = 512, n_ubatch: int = 512,
@@ -88,6 +90,8 @@ class Context:
         self._lock = threading.RLock()
         self._streaming = False
         threads = n_threads or default_threads()
+        if flash_attn is None:
+            flash_attn = default_flash_attn()
         pooling = (pooling or model.pooling) if embeddings else None
         self.model = model
         self._tap = TensorTap(capture or ()) if capture or count_nodes else None

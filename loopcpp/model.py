@@ -11,7 +11,7 @@ from . import chat_template as _chat_template
 from ._internals import ModelHandle
 from .errors import LoopConfigError
 from .loop import LoopConfig
-from .system import default_gpu_layers
+from .system import default_gpu_layers, default_repack
 
 if TYPE_CHECKING:
     from .context import Context
@@ -28,7 +28,8 @@ class Model:
     llama.cpp built-in name ("chatml", "llama3", ...) or Jinja text. use_mmap=False reads the file
     into memory; use_mlock=True keeps the weights from being swapped out. `repack=False` keeps
     weights in their file layout instead of the CPU's repacked one (AMX, AVX-512 or NEON tiles),
-    e.g. to compare the two matmul paths. rpc=["host:port", ...]: place the offloaded layers on
+    e.g. to compare the two matmul paths (default: LLAMA_ARG_REPACK if set, as llama.cpp's tools
+    read it, else True). rpc=["host:port", ...]: place the offloaded layers on
     the devices of these ggml-rpc-servers (`loopcpp rpc-server`), split by their free memory, as
     llama.cpp's --rpc does; n_gpu_layers then defaults to all. tensor_split: each device's share of
     the offloaded layers, in device order (RPC servers first, as given), e.g. to keep a loop window
@@ -40,7 +41,7 @@ class Model:
     """
 
     def __init__(self, path: str | os.PathLike, n_gpu_layers: Optional[int] = None, use_mmap: bool = True,
-                 vocab_only: bool = False, repack: bool = True, chat_template: Optional[str] = None,
+                 vocab_only: bool = False, repack: Optional[bool] = None, chat_template: Optional[str] = None,
                  use_mlock: bool = False, rpc: Sequence[str] = (), tensor_split: Sequence[float] = ()) -> None:
         if isinstance(rpc, str):
             rpc = [rpc]
@@ -52,6 +53,8 @@ class Model:
             raise TypeError(f"n_gpu_layers must be an int, got {n_gpu_layers!r}")
         if chat_template is not None:
             _chat_template.check_text(chat_template)
+        if repack is None:
+            repack = default_repack()
         self.path = os.fspath(path)
         self._h = ModelHandle(self.path, n_gpu_layers, use_mmap, vocab_only, repack, use_mlock, tuple(rpc),
                               tuple(tensor_split))

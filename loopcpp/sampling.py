@@ -19,7 +19,9 @@ class Sampling:
 
     repeat_penalty / presence_penalty / frequency_penalty act on the last `penalty_last_n`
     tokens (prompt included; -1: the whole context). mirostat 1 or 2 replaces top-k/p/min-p.
-    logit_bias maps token ids to additive biases (-inf bans a token). grammar is GBNF text;
+    logit_bias maps token ids to additive biases (-inf bans a token). ignore_eos=True bans every
+    end-of-generation token (llama.cpp's --ignore-eos), so a reply runs to max_tokens, a stop or
+    the end of the context. grammar is GBNF text;
     json_schema (a dict or JSON text) is converted to GBNF by llama.cpp's own converter.
     """
 
@@ -36,6 +38,7 @@ class Sampling:
     mirostat_tau: float = 5.0
     mirostat_eta: float = 0.1
     logit_bias: Mapping[int, float] = field(default_factory=dict)
+    ignore_eos: bool = False
     grammar: Optional[str] = None
     json_schema: Optional[Union[Mapping[str, Any], str]] = None
     seed: Optional[int] = None
@@ -61,6 +64,7 @@ class Sampling:
         check("mirostat", self.mirostat in (0, 1, 2), "0 (off), 1 or 2")
         check("mirostat_tau", number(self.mirostat_tau) and self.mirostat_tau > 0, "> 0")
         check("mirostat_eta", number(self.mirostat_eta) and self.mirostat_eta > 0, "> 0")
+        check("ignore_eos", isinstance(self.ignore_eos, bool), "True or False")
         check("seed", self.seed is None or isinstance(self.seed, int), "an int or None")
         if not isinstance(self.logit_bias, Mapping):
             raise ValueError(f"logit_bias={self.logit_bias!r} must map token ids to biases")

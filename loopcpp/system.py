@@ -1,4 +1,5 @@
-"""Defaults that fit the machine: threads and GPU offload, chosen as llama.cpp's tools choose."""
+"""Defaults that fit the machine: threads and GPU offload, chosen as llama.cpp's tools choose,
+and the llama.cpp environment variables that change a default for every host at once."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 import subprocess
 import sys
 from functools import lru_cache
+from typing import Optional
 
 
 @lru_cache(maxsize=None)
@@ -23,6 +25,33 @@ def physical_cores() -> int:
 
 def default_threads() -> int:
     return physical_cores()
+
+
+# llama.cpp's tools read these (llama-server, llama-cli: common/arg.cpp); loopcpp's Model and
+# Context read them too where the caller leaves the choice open, so that one setting reaches the
+# library, the CLI and `loopcpp serve` alike (e.g. the tests' second numerics path: .ci/run).
+_TRUE, _FALSE = ("on", "enabled", "true", "1"), ("off", "disabled", "false", "0")
+
+
+def _env_switch(name: str, allow_auto: bool) -> Optional[bool]:
+    value = os.environ.get(name, "").strip().lower()
+    if not value or (allow_auto and value == "auto"):
+        return None
+    if value in _TRUE or value in _FALSE:
+        return value in _TRUE
+    choices = "on, off" + (" or auto" if allow_auto else "")
+    raise ValueError(f"{name}={os.environ[name]!r} must be {choices} (as for llama.cpp's tools)")
+
+
+def default_flash_attn() -> Optional[bool]:
+    """LLAMA_ARG_FLASH_ATTN (on / off / auto), else None: llama.cpp decides (auto)."""
+    return _env_switch("LLAMA_ARG_FLASH_ATTN", allow_auto=True)
+
+
+def default_repack() -> bool:
+    """LLAMA_ARG_REPACK (on / off), else on: weights in the CPU's repacked layout."""
+    choice = _env_switch("LLAMA_ARG_REPACK", allow_auto=False)
+    return True if choice is None else choice
 
 
 def _usable_cpus() -> int:

@@ -250,20 +250,26 @@ def test_a_residual_of_several_streams_picks_each_sequences_rows(arch, mode, arc
     """A ubatch mixing sequences that loop with ones that do not picks rows per token; gemma3n
     ([n_embd, n_tokens, 4]) and hy_v4 ([n_embd, 2, n_tokens]) carry several residual streams, so
     the pick moves their token dimension (llama: the plain [n_embd, n_tokens] case). Each sequence
-    gives what it gives alone."""
+    gives what it gives alone, up to the rounding of other batch shapes: far below what a wrong
+    pick would give (the other chain, as far off as the loop's effect, measured here unlooped;
+    rounding measured at 1e-6 to 1.2e-4, effects at 0.17 to 1.7)."""
     from test_loop_sequences import MIXED, run_cpp
+
+    def alone(s):
+        return [[r for r in ub if r[1] == [s]] for ub in MIXED if [s] in [r[1] for r in ub]]
 
     spec = f"2:3x3,{mode},rk,beta=0.3,decode=bypass"
     with loopcpp.Model(arch_paths[arch]) as m, m.context(n_ctx=64, n_batch=64, n_ubatch=64, n_seq_max=4, **EXACT) as ctx:
         together = run_cpp(ctx, spec, MIXED)
-        alone = {s: run_cpp(ctx, spec, [[r for r in ub if r[1] == [s]] for ub in MIXED if [s] in [r[1] for r in ub]])
-                 for s in (0, 1, 2)}
+        looped = {s: run_cpp(ctx, spec, alone(s)) for s in (0, 1, 2)}
+        unlooped = {s: run_cpp(ctx, "off", alone(s)) for s in (0, 1, 2)}
     for s in (0, 1, 2):
         rows = [np.stack([g[i] for i, r in enumerate(ub) if r[1] == [s]]) for g, ub in zip(together, MIXED)
                 if [s] in [r[1] for r in ub]]
-        assert len(rows) == len(alone[s])
-        for t, a in zip(rows, alone[s]):
-            assert rel_err(t, a) < TOL, (arch, mode, s)  # the other chain differs by > 1e-2
+        assert len(rows) == len(looped[s])
+        effect = max(rel_err(a, o) for a, o in zip(looped[s], unlooped[s]))
+        for t, a in zip(rows, looped[s]):
+            assert rel_err(t, a) < 0.01 * effect, (arch, mode, s, rel_err(t, a), effect)
 
 
 @pytest.mark.parametrize("arch", ALL_ARCHS)

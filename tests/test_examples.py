@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 
 
-def test_embed_c_builds_and_streams_a_looped_reply(smollm2_path, tmp_path):
+def test_embed_c_builds_and_streams_a_looped_reply(smollm2_path, smollm2, tmp_path):
     cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if cc is None:
         pytest.skip("needs a C compiler")
@@ -33,7 +33,11 @@ def test_embed_c_builds_and_streams_a_looped_reply(smollm2_path, tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "loop: 13:16x3,block,rk" in r.stderr
-    assert "Paris" in r.stdout
+    # the C host computes what the library computes (its context: llama.cpp's defaults: 4 threads,
+    # flash attention auto, which the CPU resolves to on; n_ctx 1024)
+    with smollm2.context(n_ctx=1024, n_batch=2048, n_threads=4, flash_attn=True, loop="auto") as ctx:
+        want = ctx.complete("The capital of France is", max_tokens=8, temperature=0)
+    assert want.token_ids and r.stdout == want.text + "\n"
     bad = subprocess.run([str(exe), str(smollm2_path), "40:2x3", "x"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "start > end" in bad.stderr
 
@@ -41,12 +45,12 @@ def test_embed_c_builds_and_streams_a_looped_reply(smollm2_path, tmp_path):
 class App:
     """The desktop example on its own X display, with its --events lines in a queue."""
 
-    def __init__(self, display: str, model: Path) -> None:
+    def __init__(self, display: str, model: Path, *args: str) -> None:
         env = dict(os.environ, DISPLAY=display)
         self.display = display
         self.proc = subprocess.Popen([sys.executable, str(EXAMPLES / "desktop_chat.py"), str(model), "--events",
-                                      "--loop", "auto", "--temp", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     env=env)
+                                      "--loop", "auto", "--temp", "0", *args], stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, env=env)
         self.lines: "queue.Queue[str]" = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -113,32 +117,43 @@ def dark_pixels(image) -> int:
     return sum(image.convert("L").histogram()[:100])  # darker than 100 of 255: text and borders
 
 
-def test_desktop_chat_streams_a_reply_and_stops_on_request(xdisplay, smollm2_path, tmp_path):
-    app = App(xdisplay, smollm2_path)
+def test_desktop_chat_streams_a_reply_and_stops_on_request(xdisplay, smollm2_path, smollm2, tmp_path):
+    """The window streams the reply the library gives; a reply that cannot end by itself
+    (--ignore-eos, a cap beyond reach) is stopped with Escape once its first token shows."""
+    app = App(xdisplay, smollm2_path, "-n", "24")
     try:
         app.wait_for("ready", timeout=120)
         app.xdotool("search", "--sync", "--name", "loopcpp chat", "windowfocus", "--sync")
-        time.sleep(0.3)
+        time.sleep(0.3)  # the first paint, the baseline (painted late, it can only lower it: never a failure)
         empty = dark_pixels(app.screenshot())
         app.xdotool("type", "--delay", "20", "What is the capital of France?")
         app.xdotool("key", "Return")
         lines = app.wait_for("done")
-        tokens = [l for l in lines if l.startswith("token ")]
-        assert len(tokens) >= 2, lines  # streamed token by token, not all at once
-        assert "Paris" in "".join(eval(l[len("token "):]) for l in tokens)
-        time.sleep(0.3)  # the last update painted
-        shot = app.screenshot()
+        tokens = [eval(l[len("token "):]) for l in lines if l.startswith("token ")]
+        messages = [{"role": "system", "content": "You are a helpful assistant."},
+                    {"role": "user", "content": "What is the capital of France?"}]
+        with smollm2.context(n_ctx=2048, loop="auto") as ctx:
+            want = ctx.chat(messages, max_tokens=24, temperature=0)
+        assert "".join(tokens) == want.text and len(tokens) == len(want.tokens)  # token by token, not all at once
+        end = time.monotonic() + 60  # until the reply is painted (a hang guard, not a speed bound)
+        while dark_pixels(shot := app.screenshot()) <= empty + 300 and time.monotonic() < end:
+            time.sleep(0.1)
         shot.save(tmp_path / "desktop_chat.png")
         if os.environ.get("LOOPCPP_SCREENSHOT_DIR"):
             shot.save(Path(os.environ["LOOPCPP_SCREENSHOT_DIR"]) / "desktop_chat.png")
         assert dark_pixels(shot) > empty + 300, "the window shows no new text"
+    finally:
+        app.close()
 
-        # a long reply, stopped from the keyboard while it streams: the window kept handling events
+    app = App(xdisplay, smollm2_path, "-n", "100000", "--ignore-eos", "-c", "4096")
+    try:
+        app.wait_for("ready", timeout=120)
+        app.xdotool("search", "--sync", "--name", "loopcpp chat", "windowfocus", "--sync")
         app.xdotool("type", "--delay", "20", "Write a very long story about a dragon.")
         app.xdotool("key", "Return")
         app.wait_for("token ")
-        app.xdotool("key", "Escape")
-        lines = app.wait_for("done", timeout=60)
+        app.xdotool("key", "Escape")  # the window kept handling events while the reply streamed
+        lines = app.wait_for("done", timeout=300)
         assert any(l == "stop pressed" for l in lines)
         assert lines[-1].startswith("done cancelled"), lines[-3:]
     finally:

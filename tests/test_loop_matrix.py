@@ -117,10 +117,13 @@ def test_one_layer_layer_mode_equals_frozen_block(contexts, references):
 @pytest.mark.parametrize("arch,mode", [(a, m) for a in tinymodels.ARCHS for m in MODES if (a, m) != ("qwen3moe", "block")])
 def test_default_cache_and_flash_attention_stay_close(arch, mode, flash_attn, tiny_models, references):
     """The default F16 cache and flash attention paths of the looped graph: agreement within what
-    those settings cost unlooped (measured <= 5e-3 looped, 2.5e-3 unlooped). MoE block mode is
-    left out: without freeze its routing re-runs every pass, and F16 rounding flips top-k choices."""
+    those settings cost unlooped, measured in the same run on the same context (looped errors
+    measured at 0.4 to 2.6 times the unlooped ones; a wrong cache read moves logits by >= 1e-2,
+    the loop itself by 0.1 to 1). MoE block mode is left out: without freeze its routing re-runs
+    every pass, and F16 rounding flips top-k choices."""
     spec = f"1:5x5,{mode},euler,kv=last,decode=first:2"
     with tiny_models[arch].context(n_ctx=256, n_batch=64, n_ubatch=N_UBATCH, flash_attn=flash_attn) as ctx:
+        noise = rel_err(run_cpp(ctx, "off"), run_ref(references[arch], None))
         got = run_cpp(ctx, spec)
     want = run_ref(references[arch], reference.Loop(1, 5, 5, mode, "euler", kv="last", decode="first:2"))
-    assert rel_err(got, want) < 1e-2
+    assert 0 < noise and rel_err(got, want) < 10 * noise, (rel_err(got, want), noise)

@@ -94,7 +94,7 @@ def test_a_sequence_alone_or_alongside_others(tiny_models):
         alone = run_cpp(ctx, spec, [[r for r in ub if r[1] == [0]] for ub in MIXED])
     rows0 = [np.stack([g[i] for i, r in enumerate(ub) if r[1] == [0]]) for g, ub in zip(together, MIXED)]
     for a, t in zip(alone, rows0):
-        assert rel_err(t, a) < 1e-5
+        assert rel_err(t, a) < TOL  # rounding only: the wrong rule differs by > 10 TOL (below)
 
 
 def test_wrong_per_sequence_rule_fails(contexts, references):

@@ -116,12 +116,13 @@ def test_chat_and_its_stream_agree(server):
 
 
 def test_completion_with_logprobs_and_stop(server):
-    base, _ = server
-    r = httpx.post(base + "/v1/completions", json={"prompt": "The capital of France is", "max_tokens": 8,
-                                                     "temperature": 0, "logprobs": 2, "stop": ["."]}, timeout=120)
+    """A grammar makes the reply certain (" Paris. It is"), so the stop string must cut it."""
+    r = httpx.post(server[0] + "/v1/completions",
+                   json={"prompt": "The capital of France is", "max_tokens": 8, "temperature": 0, "logprobs": 2,
+                         "stop": ["."], "grammar": 'root ::= " Paris. It is"'}, timeout=120)
     r.raise_for_status()
     choice = r.json()["choices"][0]
-    assert "Paris" in choice["text"] and "." not in choice["text"]
+    assert choice["text"] == " Paris" and choice["finish_reason"] == "stop"
     lp = choice["logprobs"]["content"][0]
     assert lp["logprob"] <= 0 and len(lp["top_logprobs"]) == 2
 
@@ -133,23 +134,30 @@ def first_logprob(base, prompt, loop=None):
     r = httpx.post(base + "/v1/completions", json=body, timeout=120)
     r.raise_for_status()
     lp = r.json()["choices"][0]["logprobs"]["content"][0]
-    return lp["token"], lp["logprob"]
+    return lp["id"], lp["logprob"]
+
+
+# The server's cache and batches are not the library's: its logits agree up to rounding (measured
+# < 1e-3 here), not bit for bit
+SERVER_TOL = 2e-3
 
 
 @pytest.mark.parametrize("loop", [None, "off"])
 def test_the_server_computes_what_the_library_does(server, smollm2, loop):
     """The first token's log-probability from the server, looped (its --loop) or with "loop": "off",
-    equals loopcpp's own for the same prompt and recipe; the two differ from each other."""
+    equals loopcpp's own for the same prompt and recipe; the two differ from each other. The
+    server's greedy token is the library's argmax where the top two are further apart than the
+    rounding; where they are not, either may win, and it must be one of them."""
     base, _ = server
     prompt = "The largest planet of the solar system is"
     token, logprob = first_logprob(base, prompt, loop)
     with smollm2.context(n_ctx=256, loop=LOOP if loop is None else "off") as ctx:
         logits = ctx.eval(smollm2.tokenize(prompt), logits="last").astype("float64")
     logp = logits - logits.max() - np.log(np.exp(logits - logits.max()).sum())
-    assert smollm2.token_to_piece(int(logits.argmax())).decode() == token
-    assert logprob == pytest.approx(float(logp.max()), abs=2e-3)
+    assert logp[token] >= logp.max() - 2 * SERVER_TOL  # the argmax, up to rounding
+    assert logprob == pytest.approx(float(logp[token]), abs=SERVER_TOL)
     other = first_logprob(base, prompt, "off" if loop is None else None)[1]
-    assert abs(other - logprob) > 1e-3
+    assert abs(other - logprob) > 10 * SERVER_TOL
 
 
 @pytest.mark.parametrize("loop,needle", [("12:15x3", "not the recipe"), ("bogus", "bogus"), ("0:99x3", "")])
@@ -227,7 +235,7 @@ def test_a_loop_that_does_not_fit_fails_before_the_server_starts(smollm2_path):
 
 
 def test_a_bounded_load_has_no_errors_and_flat_memory(tiny_server):
-    """200 requests, 8 at a time, each with its own loop choice: all answered, and the server's
+    """400 requests, 8 at a time, each with its own loop choice: all answered, and the server's
     resident memory does not grow with the number of requests served."""
     base, proc = tiny_server
 
@@ -240,18 +248,23 @@ def test_a_bounded_load_has_no_errors_and_flat_memory(tiny_server):
     choices = [None, "off", "2:4x3,beta=0.3,decode=full"]
 
     def one(i):
-        body = {"prompt": prompts[i], "max_tokens": 8, "temperature": 0.7, "seed": i, "loop": choices[i % 3]}
+        body = {"prompt": prompts[i % len(prompts)], "max_tokens": 8, "temperature": 0.7, "seed": i,
+                "loop": choices[i % 3]}
         if body["loop"] is None:
             del body["loop"]
         return httpx.post(base + "/v1/completions", json=body, timeout=120).status_code
 
+    # A leak grows memory in every round; caches and allocator arenas grow it while they warm
+    # (about 200 requests here, by amounts that depend on the allocator), then stop. So: after
+    # the warm-up, one round of 50 requests without growth is enough.
     with ThreadPoolExecutor(8) as pool:
-        list(pool.map(one, range(40)))  # warm up: slots, caches and graphs allocated
-        before = rss_mib()
-        codes = list(pool.map(one, range(200)))
-    after = rss_mib()
-    assert codes == [200] * 200
-    assert after - before < 16, f"RSS grew from {before:.1f} to {after:.1f} MiB"
+        assert list(pool.map(one, range(200))) == [200] * 200
+        growth = []
+        for round_ in range(4):
+            before = rss_mib()
+            assert list(pool.map(one, range(200 + 50 * round_, 250 + 50 * round_))) == [200] * 50
+            growth.append(rss_mib() - before)
+    assert min(growth) < 1.0, f"RSS grew in every round of 50 requests (MiB): {[round(g, 2) for g in growth]}"
 
 
 @pytest.mark.parametrize("loop", [None, "off"])
@@ -277,7 +290,7 @@ def test_echo_gives_the_prompt_log_likelihood_as_lm_eval_reads_it(server, smollm
     logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
     want = logp[np.arange(len(tokens) - 1), tokens[1:]]
     got = np.array(lp["token_logprobs"][1:len(tokens)], dtype=np.float64)
-    assert np.abs(got - want).max() < 2e-3
+    assert np.abs(got - want).max() < SERVER_TOL
     greedy = [max(top.values()) for top in lp["top_logprobs"][1:len(tokens)]]
     assert all(g >= t - 1e-6 for g, t in zip(greedy, got))
     assert r.json()["choices"][0]["logprobs"]["text_offset"][1] == len(lp["tokens"][0])

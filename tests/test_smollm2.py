@@ -14,34 +14,41 @@ QUESTION = [{"role": "system", "content": "You are a helpful assistant."},
             {"role": "user", "content": "What is the capital of France?"}]
 
 
-def test_greedy_generation_is_coherent_and_deterministic(smollm2):
-    with smollm2.context(n_ctx=512) as ctx:
-        a = ctx.complete("The capital of France is", max_tokens=8, temperature=0).text
-        b = ctx.complete("The capital of France is", max_tokens=8, temperature=0).text
-    assert "Paris" in a
-    assert a == b
+def test_greedy_generation_is_deterministic(smollm2):
+    runs = []
+    for _ in range(2):  # each in a context of its own: the same batch shapes
+        with smollm2.context(n_ctx=512) as ctx:
+            runs.append(ctx.complete("The capital of France is", max_tokens=8, temperature=0, ignore_eos=True))
+    assert len(runs[0].token_ids) == 8 and runs[0].token_ids == runs[1].token_ids
 
 
-def test_chat_answers_with_the_template(smollm2):
+def test_chat_uses_the_template_and_reuses_the_previous_turn(smollm2):
     with smollm2.context(n_ctx=512) as ctx:
         done = ctx.chat(QUESTION, max_tokens=24, temperature=0)
-        reply = done.text
-        assert "Paris" in reply
         assert done.finish_reason in ("eog", "length")
+        assert done.usage.prompt_tokens == len(smollm2.tokenize(smollm2.apply_chat_template(QUESTION),
+                                                                parse_special=True))
         # a second turn reuses the cached prefix of the first
         n_before = ctx.n_past
-        ctx.chat(QUESTION + [{"role": "assistant", "content": reply}, {"role": "user", "content": "And of Italy?"}],
-                 max_tokens=8, temperature=0)
-        assert ctx.n_past > n_before
+        again = ctx.chat(QUESTION + [{"role": "assistant", "content": done.text},
+                                     {"role": "user", "content": "And of Italy?"}], max_tokens=8, temperature=0)
+        assert again.usage.cached_tokens > 0 and ctx.n_past > n_before
 
 
-def test_looped_chat_still_answers(smollm2):
-    with smollm2.context(n_ctx=512, loop="auto") as ctx:
-        assert ctx.loop.enabled
-        reply = ctx.chat(QUESTION, max_tokens=24, temperature=0)
-    assert "Paris" in reply.text
+@pytest.mark.quality
+def test_greedy_generation_knows_paris(smollm2):
+    with smollm2.context(n_ctx=512) as ctx:
+        assert "Paris" in ctx.complete("The capital of France is", max_tokens=8, temperature=0).text
 
 
+@pytest.mark.quality
+@pytest.mark.parametrize("loop", ["off", "auto"])
+def test_chat_answers_paris(loop, smollm2):
+    with smollm2.context(n_ctx=512, loop=loop) as ctx:
+        assert "Paris" in ctx.chat(QUESTION, max_tokens=24, temperature=0).text
+
+
+@pytest.mark.quality
 def test_naive_collapses_while_rk_stays_close(smollm2):
     """The paper's central claim, with loose bounds: re-running layers naively raises perplexity
     with K (measured 8.56 -> 12.2 -> 102 for K = 1, 3, 6), the damped anchored RK step does not
@@ -81,24 +88,31 @@ def test_gemma3_sliding_window_model_loops():
             assert a and a == ctx.complete("The capital of France is", max_tokens=8, temperature=0).text
 
 
+def kl_per_position(p_logits, q_logits):
+    """KL(p || q) in nats for each row of two (n, n_vocab) logit arrays."""
+    def logp(x):
+        x = np.asarray(x, np.float64)
+        x = x - x.max(axis=-1, keepdims=True)
+        return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+
+    lp, lq = logp(p_logits), logp(q_logits)
+    return (np.exp(lp) * (lp - lq)).sum(axis=-1)
+
+
 def test_repacked_matmuls_agree_with_the_plain_ones(smollm2, smollm2_path):
-    """The CPU's repacked quantized matmul (AMX tiles on Xeons that have AMX; the report header says
-    which paths this build has) computes what ggml's plain vec-dot path computes, up to rounding
-    that 30 layers amplify. Measured on an AMX Xeon: logits (scale ~40) differ by 0.19 on average
-    and 1.39 at most, 96.7 % of top-1 tokens agree, perplexity 8.57 vs 8.46. For scale, flash
-    attention on vs off moves the same logits by up to 1.07. A wrong kernel (tile config, scales,
-    packing) gives garbage, far outside these bounds."""
+    """The CPU's repacked quantized matmul (AMX tiles on Xeons that have AMX, ggml's repacked
+    layouts elsewhere; the report header says which paths this build has) computes what ggml's
+    plain vec-dot path computes, up to rounding that 30 layers amplify. The bound is relative to
+    what a wrong kernel looks like, measured in the same run: logits one position off (what a
+    kernel that mixes rows gives) are far further from the plain ones than the repacked are."""
     import loopcpp
 
     tokens = smollm2.tokenize(TEXT)
     with smollm2.context(n_ctx=512) as ctx:
         repacked = ctx.eval(tokens, logits="all")
-        repacked_ppl = ctx.perplexity(tokens)
     with loopcpp.Model(smollm2_path, repack=False) as plain_model, plain_model.context(n_ctx=512) as ctx:
         plain = ctx.eval(tokens, logits="all")
-        plain_ppl = ctx.perplexity(tokens)
-    diff = np.abs(repacked.astype(np.float64) - plain)
     assert np.isfinite(repacked).all()
-    assert diff.mean() < 0.4 and diff.max() < 3.0
-    assert (repacked.argmax(-1) == plain.argmax(-1)).mean() >= 0.9
-    assert abs(repacked_ppl / plain_ppl - 1) < 0.05
+    rounding = kl_per_position(plain, repacked).mean()
+    wrong = kl_per_position(plain[1:], plain[:-1]).mean()
+    assert rounding < 0.02 * wrong, (rounding, wrong)
