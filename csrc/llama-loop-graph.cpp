@@ -101,10 +101,16 @@ struct loop_builder {
         return y;
     }
 
+    // One evaluation of layer il inside the window (its router calls are counted from 0).
+    ggml_tensor * run(int il, ggml_tensor * x) {
+        hooks.begin_layer();
+        return layer(il, x, nullptr);
+    }
+
     // One evaluation of the window layers [a, b] on x (the operator G of block or layer mode).
     ggml_tensor * eval(int a, int b, ggml_tensor * x) {
         for (int il = a; il <= b; ++il) {
-            x = layer(il, x, nullptr);
+            x = run(il, x);
         }
         ggml_build_forward_expand(g.gf, x); // before the next evaluation's cache writes
         return x;
@@ -117,7 +123,7 @@ struct loop_builder {
         const int n_nodes = ggml_graph_n_nodes(g.gf), n_leafs = g.gf->n_leafs;
         const size_t first = hooks.kv_writes.size();
         hooks.record_kv = true;
-        layer(il, x, nullptr);
+        run(il, x);
         hooks.record_kv = false;
         rewind_graph(g.gf, n_nodes, n_leafs);
         return first;
@@ -210,7 +216,7 @@ struct loop_builder {
                 hooks.route = llama_loop_graph::ROUTE_NATURAL;
                 if (il < p.end || rows) {
                     hooks.record_kv = true;
-                    h_out = layer(il, h, nullptr);
+                    h_out = run(il, h);
                     hooks.record_kv = false;
                     ggml_build_forward_expand(g.gf, h_out);
                 } else {
@@ -247,7 +253,7 @@ struct loop_builder {
                 }
                 return nullptr;
             }
-            z = layer(il, z, nullptr);
+            z = run(il, z);
             ggml_build_forward_expand(g.gf, z);
         }
         return z;

@@ -59,7 +59,13 @@ struct llama_loop_graph {
         ggml_tensor * experts = nullptr;
         ggml_tensor * weights = nullptr;
     };
-    std::vector<routing> routes; // [n_layer]
+    // [n_layer][router call within one evaluation of the layer]: a layer may route more than
+    // once (grovemoe: its main experts, then its chunk experts), and each call replays its own
+    std::vector<std::vector<routing>> routes;
+    size_t n_route_calls = 0; // router calls so far in the layer evaluation being built
+
+    // A layer evaluation starts: its router calls are counted from 0 again.
+    void begin_layer() { n_route_calls = 0; }
 
     void on_kv_write(const llama_loop_kv_write & w) {
         if (record_kv) {
@@ -71,11 +77,16 @@ struct llama_loop_graph {
     static llama_loop_graph *& active();
 
     void on_route(int il, ggml_tensor *& experts, ggml_tensor *& weights) {
+        const size_t call = n_route_calls++;
+        std::vector<routing> & calls = routes[il];
         if (route == ROUTE_RECORD) {
-            routes[il] = { experts, weights };
-        } else if (route == ROUTE_REPLAY && routes[il].experts) {
-            experts = routes[il].experts;
-            weights = routes[il].weights;
+            if (calls.size() <= call) {
+                calls.resize(call + 1);
+            }
+            calls[call] = { experts, weights };
+        } else if (route == ROUTE_REPLAY && call < calls.size() && calls[call].experts) {
+            experts = calls[call].experts;
+            weights = calls[call].weights;
         }
     }
 };
