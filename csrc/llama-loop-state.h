@@ -7,8 +7,11 @@
 #include <array>
 #include <bitset>
 #include <cstdint>
+#include <utility>
+#include <vector>
 
 struct llama_context;
+struct llama_memory_i;
 struct llama_ubatch;
 
 // Loop off: what every context starts with.
@@ -30,7 +33,6 @@ struct llama_loop_state {
     // decided per ubatch by llama_loop_begin_ubatch (docs/looping.md, "When the loop runs")
     llama_loop_rows rows = LLAMA_LOOP_ROWS_SOME;  // SOME until decided: graph reservation builds the largest graph
     std::bitset<LLAMA_LOOP_MAX_SEQ> seq_loops;      // does sequence s loop in this ubatch?
-    std::array<uint32_t, LLAMA_LOOP_MAX_SEQ> n_decode {}; // per sequence: decode steps since its own last prompt phase
 
     // per-sequence choices within the loop (llama_loop_seq_set)
     std::bitset<LLAMA_LOOP_MAX_SEQ> seq_off;             // the sequence never loops
@@ -43,9 +45,21 @@ struct llama_loop_state {
     bool row_loops(const llama_ubatch & ubatch, uint32_t i) const;
 };
 
-// Decides which sequences of `ubatch` loop (decode modes bypass / full / first:N, per sequence)
-// and advances each sequence's decode count.
-void llama_loop_begin_ubatch(llama_loop_state & state, const llama_ubatch & ubatch);
+// What the loop counts per sequence across ubatches. It lives in llama_context, not in cparams:
+// graph parameters carry what shapes a graph, and a count must not move with a ubatch that fails.
+struct llama_loop_counters {
+    std::array<uint32_t, LLAMA_LOOP_MAX_SEQ> n_decode {}; // decode steps since the sequence's own last prompt phase
+    std::vector<std::pair<int32_t, uint32_t>> next;       // (sequence, count) once the current ubatch computes
+};
+
+// Decides which sequences of `ubatch` loop (decode modes bypass / full / first:N, per sequence).
+// A sequence of which `memory` holds nothing before this ubatch starts afresh (it is new, or was
+// removed), whatever it counted before. The counts advance only at llama_loop_end_ubatch.
+void llama_loop_begin_ubatch(llama_loop_state & state, llama_loop_counters & counters, const llama_memory_i * memory,
+                             const llama_ubatch & ubatch);
+
+// The ubatch computed: its sequences' counts advance (a failed or aborted one leaves them).
+void llama_loop_end_ubatch(llama_loop_counters & counters);
 
 // Before a graph is reserved: the largest looped graph, whatever the last ubatch decided.
 void llama_loop_begin_reserve(llama_loop_state & state);

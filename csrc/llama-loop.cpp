@@ -25,6 +25,7 @@
 #include <cstdlib>
 #include <array>
 #include <cstring>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -311,16 +312,21 @@ bool llama_loop_state::row_loops(const llama_ubatch & ubatch, uint32_t i) const 
     return false;
 }
 
-void llama_loop_begin_ubatch(llama_loop_state & state, const llama_ubatch & ubatch) {
+void llama_loop_begin_ubatch(llama_loop_state & state, llama_loop_counters & counters, const llama_memory_i * memory,
+                             const llama_ubatch & ubatch) {
+    counters.next.clear();
     if (!state.active()) {
         state.rows = LLAMA_LOOP_ROWS_NONE;
         return;
     }
     // a sequence is in its prompt phase when it contributes two or more rows to this ubatch
     std::array<uint32_t, LLAMA_LOOP_MAX_SEQ> n_rows {};
+    std::array<llama_pos, LLAMA_LOOP_MAX_SEQ> pos_min;
+    pos_min.fill(std::numeric_limits<llama_pos>::max());
     for (uint32_t i = 0; i < ubatch.n_tokens; ++i) {
         for (int32_t j = 0; j < ubatch.n_seq_id[i]; ++j) {
             n_rows[ubatch.seq_id[i][j]]++;
+            pos_min[ubatch.seq_id[i][j]] = std::min(pos_min[ubatch.seq_id[i][j]], ubatch.pos[i]);
         }
     }
     const llama_loop_params & p = state.params;
@@ -329,13 +335,16 @@ void llama_loop_begin_ubatch(llama_loop_state & state, const llama_ubatch & ubat
         const llama_seq_id s = ubatch.seq_id_unq[u];
         const auto decode   = state.seq_decode[s] ? (llama_loop_decode) (state.seq_decode[s] - 1) : p.decode;
         const auto decode_n = state.seq_decode[s] ? state.seq_decode_n[s] : p.decode_n;
+        // the memory already holds this ubatch's cells: nothing before them means a fresh sequence
+        const bool fresh = memory && memory->seq_pos_min(s) >= pos_min[s];
+        const uint32_t n_decode = fresh ? 0 : counters.n_decode[s];
         bool loops = true;
         if (n_rows[s] >= 2) {
-            state.n_decode[s] = 0;
+            counters.next.emplace_back(s, 0);
         } else {
             loops = decode == LLAMA_LOOP_DECODE_FULL ||
-                    (decode == LLAMA_LOOP_DECODE_FIRST_N && state.n_decode[s] < (uint32_t) decode_n);
-            state.n_decode[s]++;
+                    (decode == LLAMA_LOOP_DECODE_FIRST_N && n_decode < (uint32_t) decode_n);
+            counters.next.emplace_back(s, n_decode + 1);
         }
         state.seq_loops[s] = loops && !state.seq_off[s];
     }
@@ -345,6 +354,13 @@ void llama_loop_begin_ubatch(llama_loop_state & state, const llama_ubatch & ubat
     }
     state.rows = n_looped == 0                ? LLAMA_LOOP_ROWS_NONE :
                  n_looped == ubatch.n_tokens ? LLAMA_LOOP_ROWS_ALL  : LLAMA_LOOP_ROWS_SOME;
+}
+
+void llama_loop_end_ubatch(llama_loop_counters & counters) {
+    for (const auto & [s, n] : counters.next) {
+        counters.n_decode[s] = n;
+    }
+    counters.next.clear();
 }
 
 void llama_loop_begin_reserve(llama_loop_state & state) {

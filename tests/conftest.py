@@ -67,6 +67,24 @@ def rel_err(got, want) -> float:
     return float(np.abs(np.asarray(got, np.float64) - want).max() / max(1.0, np.abs(want).max()))
 
 
+def cancel_in_ubatch(ctx, n):
+    """Makes ctx cancel itself while it computes its n-th ubatch (counted from 1) of the next
+    evaluation: an event in the graph, not a timer, so the verdict does not depend on speed. The
+    context must capture "l_out-0" (layer 0's output, computed once per ubatch); its store
+    calls cancel() as the n-th copy arrives, from the thread running the graph. Once."""
+    class Store(dict):
+        armed = True
+
+        def setdefault(self, name, default=None):
+            got = super().setdefault(name, default)
+            if self.armed and name == "l_out-0" and len(got) == n - 1:
+                self.armed = False
+                ctx.cancel()
+            return got
+
+    ctx._tap.captured = Store()
+
+
 def graph_nodes_logged() -> int:
     """The prompt graph node count llama.cpp logged at its last scheduler reserve
     ("graph: nodes = N, ..." or "graph (pp bs=.., tg bs=..): nodes = PP / TG, ...")."""

@@ -10,7 +10,7 @@ import pytest
 
 import loopcpp
 from loopcpp import Sampling
-from conftest import EXACT
+from conftest import EXACT, cancel_in_ubatch
 
 PROMPT = "Counting: one, two, three,"
 
@@ -243,21 +243,6 @@ def test_a_generation_closed_early_reports_cancelled(smollm2):
 def long_prompt(model, n=1500):
     words = ("the quick brown fox jumps over the lazy dog while the cat sleeps " * 400).split()
     return model.tokenize(" ".join(words))[:n]
-
-
-def cancel_in_ubatch(ctx, n):
-    """Makes ctx cancel itself while it computes its n-th ubatch (counted from 1) of the next
-    evaluation: an event in the graph, not a timer, so the verdict does not depend on speed. The
-    context must capture "l_out-0" (layer 0's output, computed once per ubatch); its store
-    calls cancel() as the n-th copy arrives, from the thread running the graph."""
-    class Store(dict):
-        def setdefault(self, name, default=None):
-            got = super().setdefault(name, default)
-            if name == "l_out-0" and len(got) == n - 1:
-                ctx.cancel()
-            return got
-
-    ctx._tap.captured = Store()
 
 
 def test_cancel_stops_a_long_prefill(smollm2):

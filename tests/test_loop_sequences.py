@@ -154,3 +154,48 @@ def test_a_request_spec_may_change_only_on_off_and_decode(spec, ok, tiny_models)
     assert (rc == 0) == ok, message
     if not ok:
         assert message  # a reason for the 400 response
+
+
+DECODE_FIRST_2 = "2:4x3,beta=0.3,decode=first:2"  # a sequence's first two decode steps loop
+
+
+def decode_steps(ctx, tokens):
+    return [ctx.eval([t], logits="last") for t in tokens]
+
+
+def test_a_removed_sequence_counts_its_decode_steps_afresh(tiny_models):
+    """After its cache is cleared, a sequence that goes on one token at a time is a new sequence
+    in its decode phase: its first two steps loop again, as in a context that never saw the old
+    one (the count once carried over, so they did not)."""
+    m = tiny_models["llama"]
+    with m.context(n_ctx=64, loop=DECODE_FIRST_2, **EXACT) as ctx:
+        ctx.eval(tokens(5))
+        decode_steps(ctx, tokens(3))  # the old sequence: three decode steps
+        ctx.reset()
+        again = decode_steps(ctx, [40, 41, 42])
+    with m.context(n_ctx=64, loop=DECODE_FIRST_2, **EXACT) as fresh:
+        want = decode_steps(fresh, [40, 41, 42])
+    with m.context(n_ctx=64, **EXACT) as unlooped:
+        plain = decode_steps(unlooped, [40, 41, 42])
+    assert all(np.array_equal(a, w) for a, w in zip(again, want))
+    assert not np.array_equal(want[0], plain[0]) and not np.array_equal(want[1], plain[1])  # they looped
+
+
+def test_a_cancelled_decode_step_is_not_counted(tiny_models):
+    """A decode step that is cancelled mid-graph leaves no trace: the sequence's next steps loop
+    as if it had never been tried (the count once advanced anyway, so one looped step less)."""
+    from conftest import cancel_in_ubatch
+
+    m = tiny_models["llama"]
+    prompt, steps = tokens(5), tokens(3)
+    with m.context(n_ctx=64, loop=DECODE_FIRST_2, capture=["l_out-0"], **EXACT) as ctx:
+        ctx.eval(prompt)
+        cancel_in_ubatch(ctx, 1)
+        with pytest.raises(loopcpp.CancelledError):
+            ctx.eval(steps[:1])
+        assert ctx.n_past == len(prompt)
+        got = decode_steps(ctx, steps)
+    with m.context(n_ctx=64, loop=DECODE_FIRST_2, **EXACT) as fresh:
+        fresh.eval(prompt)
+        want = decode_steps(fresh, steps)
+    assert all(np.array_equal(g, w) for g, w in zip(got, want))
