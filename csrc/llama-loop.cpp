@@ -814,38 +814,6 @@ int32_t llama_loop_sampler_sample(llama_sampler * smpl, llama_context * ctx, int
     return ok();
 }
 
-int32_t llama_loop_guarded_decode(llama_context * ctx, llama_batch batch) {
-    if (!ctx) {
-        return fail(LLAMA_LOOP_ERR_INVALID, "ctx must not be NULL");
-    }
-    try {
-        llama_assert_scope assert_scope; // an abort on this thread (the RPC client's) becomes an exception
-        return llama_decode(ctx, batch);
-    } catch (const std::exception & e) {
-        return fail(LLAMA_LOOP_ERR_BACKEND, std::string("decode failed in a backend: ") + e.what());
-    }
-}
-
-int32_t llama_loop_guarded_free(llama_context * ctx) {
-    try {
-        llama_assert_scope assert_scope;
-        llama_free(ctx);
-    } catch (const std::exception & e) {
-        return fail(LLAMA_LOOP_ERR_BACKEND, std::string("freeing the context failed in a backend: ") + e.what());
-    }
-    return ok();
-}
-
-int32_t llama_loop_guarded_model_free(llama_model * model) {
-    try {
-        llama_assert_scope assert_scope;
-        llama_model_free(model);
-    } catch (const std::exception & e) {
-        return fail(LLAMA_LOOP_ERR_BACKEND, std::string("freeing the model failed in a backend: ") + e.what());
-    }
-    return ok();
-}
-
 int32_t llama_loop_rpc_add_server(const char * endpoint, void ** devices, size_t n_max) {
     if (!endpoint || !*endpoint) {
         return fail(LLAMA_LOOP_ERR_INVALID, "endpoint must be \"host:port\"");

@@ -249,9 +249,6 @@ struct llama_perf_context_data {
 };
 struct llama_perf_context_data llama_perf_context(const struct llama_context * ctx);
 void llama_perf_context_reset(struct llama_context * ctx);
-int32_t llama_loop_guarded_decode(struct llama_context * ctx, struct llama_batch batch);
-int32_t llama_loop_guarded_free(struct llama_context * ctx);
-int32_t llama_loop_guarded_model_free(struct llama_model * model);
 int32_t llama_loop_rpc_add_server(const char * endpoint, void ** devices, size_t n_max);
 struct llama_loop_memory {
     size_t   model;

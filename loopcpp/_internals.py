@@ -91,20 +91,7 @@ def model_devices(rpc: Sequence[str]):
     return ffi.new("void *[]", chosen + local + [ffi.NULL])
 
 
-class BackendFailure:
-    """Marks a handle whose backend failed (an RPC server died): every use but close() raises, and
-    close() leaks what the handle holds (llama.cpp's destructors would abort the process)."""
-
-    broken: Optional[str] = None
-
-    @property
-    def ptr(self):
-        if self.broken:
-            raise DecodeError(f"{self.broken}; this {self.what} cannot be used again: close it")
-        return _Owner.ptr.fget(self)
-
-
-class ModelHandle(BackendFailure, _Owner):
+class ModelHandle(_Owner):
     what = "Model"
 
     def __init__(self, path: str, n_gpu_layers: int, use_mmap: bool, vocab_only: bool, repack: bool = True,
@@ -138,9 +125,7 @@ class ModelHandle(BackendFailure, _Owner):
         return self._vocab
 
     def _free(self, ptr) -> None:
-        if self.broken:  # freeing buffers on a dead RPC server aborts inside llama.cpp's destructors
-            return  # so the model is leaked instead
-        lib.llama_loop_guarded_model_free(ptr)
+        lib.llama_model_free(ptr)
 
     # metadata
     def n_layer(self) -> int: return lib.llama_model_n_layer(self.ptr)
@@ -269,7 +254,7 @@ class TensorTap:
         return True
 
 
-class ContextHandle(BackendFailure, _Owner):
+class ContextHandle(_Owner):
     what = "Context"
 
     def __init__(self, model: ModelHandle, n_ctx: int, n_batch: int, n_ubatch: int, n_threads: int,
@@ -340,9 +325,7 @@ class ContextHandle(BackendFailure, _Owner):
 
     def _free(self, ptr) -> None:
         lib.llama_batch_free(self._batch)
-        if self.broken:  # as ModelHandle._free: leaked, since its destructor would abort
-            return
-        lib.llama_loop_guarded_free(ptr)
+        lib.llama_free(ptr)
 
     def set_cancelled(self, on: bool) -> None:
         self._abort_flag[0] = 1 if on else 0
@@ -357,12 +340,6 @@ class ContextHandle(BackendFailure, _Owner):
         if p == ffi.NULL:
             raise DecodeError(f"llama.cpp returned no embedding for sequence {seq}")
         return np.frombuffer(ffi.buffer(p, 4 * n_embd), dtype=np.float32).copy()
-
-    def _decode_failure(self, rc: int) -> DecodeError:
-        err = _decode_failure(rc)
-        if rc == _ERR_BACKEND:  # the context, and the model whose weights that backend held, are gone
-            self.broken = self.model.broken = str(err)
-        return err
 
     def decode(self, tokens: Sequence[int], pos0: int, want: str) -> Optional[np.ndarray]:
         """Evaluates tokens at positions pos0..; returns logits for "all", "last" or "none";
@@ -383,9 +360,9 @@ class ContextHandle(BackendFailure, _Owner):
                 last = start + i == n - 1
                 b.logits[i] = 1 if (want == "all" or (want in ("last", "sample") and last)) else 0
             log.clear()  # so that an error message quotes this decode's log only
-            rc = lib.llama_loop_guarded_decode(ctx, b)
+            rc = lib.llama_decode(ctx, b)
             if rc != 0:
-                raise self._decode_failure(rc)
+                raise _decode_failure(rc)
             if want == "all":
                 out.append(self._logits_at(range(len(chunk))))
         self.has_logits = want != "none"
@@ -415,9 +392,9 @@ class ContextHandle(BackendFailure, _Owner):
                 batch.logits[i] = 1 if want[i] else 0
             log.clear()
             self.has_logits = False
-            rc = lib.llama_loop_guarded_decode(ctx, batch)
+            rc = lib.llama_decode(ctx, batch)
             if rc != 0:
-                raise self._decode_failure(rc)
+                raise _decode_failure(rc)
         finally:
             lib.llama_batch_free(batch)
         if not read_logits:
@@ -500,12 +477,7 @@ class ContextHandle(BackendFailure, _Owner):
         return out[0]
 
 
-_ERR_BACKEND = -4  # LLAMA_LOOP_ERR_BACKEND
-
-
 def _decode_failure(rc: int) -> DecodeError:
-    if rc == _ERR_BACKEND:
-        return DecodeError(last_loop_error())
     if rc == 2:
         return CancelledError("the evaluation was cancelled (Context.cancel())")
     return DecodeError(_decode_error(rc))

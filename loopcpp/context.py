@@ -191,9 +191,8 @@ class Context:
         try:
             out = self._h.decode(tokens, self.n_past, logits)
         except DecodeError:
-            if self._h.broken:  # a backend failed: the context is not asked anything more
-                raise
-            # llama.cpp keeps the ubatches that completed (a cancel, a failed later ubatch): so do we
+            # llama.cpp keeps the ubatches that completed (a cancel, a failed later ubatch, a
+            # backend that failed: its ubatch is rolled back): so do we
             kept = self._h.pos_max() + 1 - self.n_past
             if kept > 0:
                 self._ubatch_starts += [b for b in starts if b < self.n_past + kept]
@@ -276,8 +275,6 @@ class Context:
 
     def _sync(self) -> None:
         """Makes self.tokens agree with the cache after an error or interruption."""
-        if self._h.broken:  # a backend failed: nothing more is asked of this context
-            return
         n_cache = self._h.pos_max() + 1
         if n_cache < len(self.tokens):
             self._truncate(n_cache)

@@ -32,7 +32,7 @@ extern "C" {
 #define LLAMA_LOOP_ERR_INVALID  -1 // a value out of range or a malformed spec string
 #define LLAMA_LOOP_ERR_UNSUPPORTED -2 // architecture, memory type or context that cannot loop
 #define LLAMA_LOOP_ERR_ALLOC    -3 // the looped graph's compute buffers could not be allocated
-#define LLAMA_LOOP_ERR_BACKEND  -4 // a backend failed on the calling thread (e.g. an RPC server died)
+#define LLAMA_LOOP_ERR_BACKEND  -4 // unused: a backend that fails (an RPC server that died) reports through llama_decode
 
 enum llama_loop_mode {
     LLAMA_LOOP_MODE_AUTO  = 0, // block for dense models, layer for MoE models
@@ -152,18 +152,6 @@ LLAMA_API bool llama_loop_abort_on_flag(void * flag);
 // sampler's state is undefined: free it.
 LLAMA_API int32_t llama_loop_sampler_sample(struct llama_sampler * smpl, struct llama_context * ctx, int32_t idx,
                                             llama_token * token);
-
-// llama_decode, except that a backend failing on the calling thread (ggml's RPC client when its
-// server dies or answers garbage, which aborts the process in llama_decode) returns
-// LLAMA_LOOP_ERR_BACKEND with the reason in llama_loop_last_error(). The context is then in an
-// undefined state: free it. Other return values are llama_decode's.
-LLAMA_API int32_t llama_loop_guarded_decode(struct llama_context * ctx, struct llama_batch batch);
-
-// llama_free and llama_model_free under the same guard: freeing buffers on an RPC server that
-// died aborts the process in llama.cpp's own calls. Return LLAMA_LOOP_OK, or LLAMA_LOOP_ERR_BACKEND
-// when a backend failed while freeing (whatever it held is leaked).
-LLAMA_API int32_t llama_loop_guarded_free(struct llama_context * ctx);
-LLAMA_API int32_t llama_loop_guarded_model_free(struct llama_model * model);
 
 // Connects to the ggml-rpc-server at `endpoint` ("host:port") and registers its devices with
 // ggml, once per endpoint, as llama.cpp's --rpc does: models loaded afterwards with
