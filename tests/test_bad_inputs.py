@@ -168,3 +168,51 @@ def test_a_vocabulary_only_model_tokenizes_and_refuses_the_rest(tiny_paths):
     assert "layers: 0 loops: False" in r.stdout
     assert "ERROR: ContextError a vocabulary-only model" in r.stdout
     assert "ERROR: LoopConfigError a vocabulary-only model has no layers" in r.stdout
+
+
+def test_vocabulary_calls_fail_with_values_their_callers_handle(tiny_models):
+    """What llama.cpp's vocabulary throws (here: a token id out of range) never crosses the C API.
+    token_to_piece and detokenize give 0, no text: a negative value there means "needs a buffer
+    this large", which common_token_to_piece (llama-server) negates; INT32_MIN would overflow
+    and ask for 2 GiB. llama_tokenize gives INT32_MIN, llama.h's error value for it."""
+    from loopcpp._lib import ffi, lib
+
+    vocab = tiny_models["llama"]._h.vocab
+    buf = ffi.new("char[]", 64)
+    assert lib.llama_token_to_piece(vocab, 10**6, buf, 64, 0, False) == 0
+    assert lib.llama_detokenize(vocab, ffi.new("llama_token[]", [5, 10**6]), 2, buf, 64, False, False) == 0
+    assert lib.llama_token_to_piece(vocab, 5, buf, 64, 0, False) > 0  # the same calls still work
+
+
+def renamed_byte_token(tiny_paths, tmp_path):
+    """The tiny llama with its byte token "<0x68>" ("h") renamed: tokenizing an "h" throws inside
+    llama.cpp (the fuzzer's find)."""
+    data = tiny_paths["llama"].read_bytes()
+    at = data.index(b"<0x68>")
+    path = tmp_path / "renamed-byte.gguf"
+    path.write_bytes(data[:at] + b"<0xzz>" + data[at + 6:])
+    return path
+
+
+def test_the_server_answers_a_vocabulary_that_throws(tiny_paths, tmp_path):
+    """Served through `loopcpp serve`, the model whose tokenizer throws answers the request it
+    cannot tokenize with an error, and the next requests as usual; nothing aborts."""
+    httpx = pytest.importorskip("httpx")
+    from test_serve import start_server, stop
+
+    from loopcpp import serve
+
+    try:
+        serve.server_path()
+    except Exception as e:  # a build without the server
+        pytest.skip(str(e))
+    base, proc = start_server(renamed_byte_token(tiny_paths, tmp_path), "2:4x3")
+    try:
+        bad = httpx.post(base + "/v1/completions", json={"prompt": "hello", "max_tokens": 4}, timeout=60)
+        assert 400 <= bad.status_code < 600 and "error" in bad.json(), bad.text
+        good = httpx.post(base + "/v1/completions", json={"prompt": [5, 6, 7, 40], "max_tokens": 4, "temperature": 0},
+                          timeout=60)
+        assert good.status_code == 200 and isinstance(good.json()["choices"][0]["text"], str), good.text
+        assert httpx.get(base + "/health", timeout=10).status_code == 200 and proc.poll() is None
+    finally:
+        stop(proc)
