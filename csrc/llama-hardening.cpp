@@ -19,7 +19,8 @@ extern "C" void ggml_print_backtrace(void); // ggml-impl.h; exported by libggml-
 namespace {
 
 thread_local int n_scopes = 0;              // scopes alive on this thread
-ggml_abort_callback_t previous_callback = nullptr;
+ggml_abort_callback_t previous_callback = nullptr; // the host's own callback, called outside scopes
+std::mutex callback_mutex;
 
 void on_ggml_abort(const char * message) {
     if (n_scopes > 0) {
@@ -40,8 +41,13 @@ void on_ggml_abort(const char * message) {
 } // namespace
 
 llama_assert_scope::llama_assert_scope() {
-    static std::once_flag installed;
-    std::call_once(installed, [] { previous_callback = ggml_set_abort_callback(on_ggml_abort); });
+    // ggml keeps one process-wide callback: a host that set its own after ours would disable every
+    // scope, so each scope puts ours back and chains the host's (called for aborts outside scopes)
+    std::lock_guard<std::mutex> lock(callback_mutex);
+    const ggml_abort_callback_t current = ggml_set_abort_callback(on_ggml_abort);
+    if (current != on_ggml_abort) {
+        previous_callback = current;
+    }
     n_scopes++;
 }
 

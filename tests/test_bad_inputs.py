@@ -216,3 +216,35 @@ def test_the_server_answers_a_vocabulary_that_throws(tiny_paths, tmp_path):
         assert httpx.get(base + "/health", timeout=10).status_code == 200 and proc.poll() is None
     finally:
         stop(proc)
+
+
+def test_a_host_abort_callback_does_not_disable_the_checks(good, tmp_path):
+    """ggml keeps one process-wide abort callback. A host that installs its own (after loopcpp's)
+    still gets a ModelLoadError for a file the loader asserts on (block_count 0), not an abort;
+    its callback is kept for the aborts outside loopcpp's checks."""
+    import ggufwalk
+
+    field = next(f for f in ggufwalk.fields(good) if f.role == "value" and f.where == "llama.block_count")
+    path = tmp_path / "no-layers.gguf"
+    path.write_bytes(ggufwalk.rewrite(good, field, 0))
+    r = run(f"""
+        import ctypes, loopcpp
+        loopcpp.Model({str(tiny_model_path(good, tmp_path))!r}).close()  # loopcpp's callback is installed
+        base = ctypes.CDLL({str(loopcpp.lib_dir() / "libggml-base.so")!r})
+        host = ctypes.CFUNCTYPE(None, ctypes.c_char_p)(lambda msg: print("host callback:", msg.decode()))
+        base.ggml_set_abort_callback.restype = ctypes.c_void_p
+        base.ggml_set_abort_callback(host)
+        for _ in range(2):
+            try:
+                loopcpp.Model({str(path)!r})
+            except loopcpp.ModelLoadError as e:
+                print("ERROR:", e)
+    """)
+    assert r.returncode == 0, f"exit {r.returncode} (negative: killed by a signal)\n{r.stdout}{r.stderr[-1500:]}"
+    assert r.stdout.count("ERROR:") == 2 and "n_layer_all > 0" in r.stdout and "host callback" not in r.stdout
+
+
+def tiny_model_path(data: bytes, tmp_path):
+    path = tmp_path / "good.gguf"
+    path.write_bytes(data)
+    return path
