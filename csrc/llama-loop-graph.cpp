@@ -200,7 +200,7 @@ struct loop_builder {
         if (first_kv) {
             restore_kv(-1);
         } else {
-            stash(select(y, x0)); // rows that do not loop store the natural chain's K/V
+            stash(select(y, x0), false); // rows that do not loop store the natural chain's K/V
         }
         return select(y, first);
     }
@@ -234,19 +234,20 @@ struct loop_builder {
         }
         if (!first_kv) {
             // rows that do not loop store the natural chain's K/V, and it gives their output
-            h = stash(select(x, x0));
+            h = stash(select(x, x0), rows != nullptr);
         }
         return select(x, h); // h: the shadow chain, i.e. the natural one
     }
 
-    // kv=last: layer start stores K/V of y, layer start+1 of L_start(y), ...; the output is only
-    // used (and computed) where some rows do not loop, else null.
-    ggml_tensor * stash(ggml_tensor * y) {
+    // kv=last: layer start stores K/V of y, layer start+1 of L_start(y), ...; the chain's output
+    // is computed only when `output` asks for it (layer mode, where some rows do not loop), else
+    // the last layer keeps only its cache writes and the result is null.
+    ggml_tensor * stash(ggml_tensor * y, bool output) {
         hooks.route     = llama_loop_graph::ROUTE_NATURAL;
         hooks.record_kv = false;
         ggml_tensor * z = y;
         for (int il = p.start; il <= p.end; ++il) {
-            if (il == p.end && !rows) {
+            if (il == p.end && !output) {
                 const size_t first = kv_only(il, z);
                 for (size_t i = first; i < hooks.kv_writes.size(); ++i) {
                     emit_kv_one(i);

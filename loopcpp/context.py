@@ -231,6 +231,9 @@ class Context:
             raise ValueError(f"positions must be ints in [0, n_ctx={self.n_ctx})")
         self._several_sequences = True
         self._h.set_cancelled(False)
+        if self._tap is not None:  # `captured` and `graph_nodes` describe this evaluation only, as after eval()
+            self._tap.captured.clear()
+            self._tap.asked = 0
         return self._h.decode_rows(tokens, list(positions), seqs, want)
 
     @property

@@ -94,3 +94,18 @@ def test_memory_refuses_a_closed_context(tiny_models):
         ctx.memory()
     with pytest.raises(Exception, match="count_nodes"):
         tiny_models["llama"].context(n_ctx=32).graph_nodes
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_block_kv_last_with_unlooped_rows_keeps_only_the_stash_writes(tiny_models, k):
+    """A ubatch where one sequence loops (its prompt) and another does not (a decode step): in
+    block mode the stash chain's output is never read (the unlooped rows take the window's first
+    evaluation), so its last layer, as with every row looping, computes only its cache writes."""
+    model = tiny_models["llama"]
+    names = [f"{n}-{il}" for il in range(model.n_layer) for n in ("kq_soft_max", "ffn_out")]
+    with model.context(n_ctx=64, n_seq_max=2, flash_attn=False, capture=names, loop=f"1:3x{k},block,euler,kv=last") as ctx:
+        ctx.eval_batch([5, 6, 7, 8], [0, 1, 2, 3], [1] * 4)  # sequence 1's prompt
+        ctx.eval_batch(PROMPT[:6] + [9], list(range(6)) + [4], [0] * 6 + [1])  # 0 prompts, 1 decodes
+        attn, ffn = runs_per_layer(ctx, model.n_layer)
+    want = expected_runs(model.n_layer, 1, 3, k, "block", "last")
+    assert attn == want and ffn == want, (attn, ffn, want)
