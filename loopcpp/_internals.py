@@ -148,6 +148,7 @@ class ModelHandle(_Owner):
             vocab, is_eog = self.vocab, lib.llama_vocab_is_eog
             self._eog = tuple(t for t in range(self.n_vocab()) if is_eog(vocab, t))
         return self._eog
+
     def loop_supported(self) -> bool: return bool(lib.llama_loop_arch_supported(self.ptr))
 
     def loop_refusal(self) -> str:

@@ -119,8 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def cmd(name, help_text):
         # argparse %-formats a subcommand's help (not its description): "95 %" would be a format code
-        return sub.add_parser(name, help=help_text.replace("%", "%%"), description=help_text, epilog="examples:\n  " + EXAMPLES[name],
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+        return sub.add_parser(name, help=help_text.replace("%", "%%"), description=help_text,
+                              epilog="examples:\n  " + EXAMPLES[name], formatter_class=argparse.RawDescriptionHelpFormatter)
 
     p = cmd("chat", "interactive chat (one prompt per line when stdin is not a terminal)")
     _add_model_args(p, optional=True)
@@ -337,7 +337,8 @@ def _sampling(args):
                     typical_p=args.typical, repeat_penalty=args.repeat_penalty, penalty_last_n=args.repeat_last_n,
                     presence_penalty=args.presence_penalty, frequency_penalty=args.frequency_penalty,
                     mirostat=args.mirostat, mirostat_eta=args.mirostat_lr, mirostat_tau=args.mirostat_ent,
-                    logit_bias=parse_logit_bias(args.logit_bias), ignore_eos=args.ignore_eos, grammar=grammar, json_schema=schema, seed=args.seed)
+                    logit_bias=parse_logit_bias(args.logit_bias), ignore_eos=args.ignore_eos, grammar=grammar,
+                    json_schema=schema, seed=args.seed)
 
 
 def _check_with_model(sampling, model) -> None:
