@@ -325,8 +325,9 @@ void llama_loop_begin_ubatch(llama_loop_state & state, llama_loop_counters & cou
     pos_min.fill(std::numeric_limits<llama_pos>::max());
     for (uint32_t i = 0; i < ubatch.n_tokens; ++i) {
         for (int32_t j = 0; j < ubatch.n_seq_id[i]; ++j) {
-            n_rows[ubatch.seq_id[i][j]]++;
-            pos_min[ubatch.seq_id[i][j]] = std::min(pos_min[ubatch.seq_id[i][j]], ubatch.pos[i]);
+            const llama_seq_id s = ubatch.seq_id[i][j];
+            n_rows[s]++;
+            pos_min[s] = std::min(pos_min[s], ubatch.pos[i]);
         }
     }
     const llama_loop_params & p = state.params;

@@ -242,6 +242,11 @@ class TensorTap:
         self.asked = 0  # graph nodes the backends ran since the count was last reset
         self.callback = ffi.callback("bool(void *, bool, void *)", self._on_tensor)
 
+    def reset(self) -> None:
+        """Before an evaluation: `captured` and `asked` then describe that evaluation only."""
+        self.captured.clear()
+        self.asked = 0
+
     def _on_tensor(self, tensor, ask, _user_data) -> bool:
         if ask:
             self.asked += 1

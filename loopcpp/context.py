@@ -185,8 +185,7 @@ class Context:
                 "(create the context with a larger n_ctx, or reset())"
             )
         if self._tap is not None:
-            self._tap.captured.clear()
-            self._tap.asked = 0
+            self._tap.reset()
         starts = self._ubatch_split(self.n_past, len(tokens))
         try:
             out = self._h.decode(tokens, self.n_past, logits)
@@ -231,9 +230,8 @@ class Context:
             raise ValueError(f"positions must be ints in [0, n_ctx={self.n_ctx})")
         self._several_sequences = True
         self._h.set_cancelled(False)
-        if self._tap is not None:  # `captured` and `graph_nodes` describe this evaluation only, as after eval()
-            self._tap.captured.clear()
-            self._tap.asked = 0
+        if self._tap is not None:
+            self._tap.reset()
         return self._h.decode_rows(tokens, list(positions), seqs, want)
 
     @property

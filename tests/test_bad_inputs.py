@@ -218,7 +218,7 @@ def test_the_server_answers_a_vocabulary_that_throws(tiny_paths, tmp_path):
         stop(proc)
 
 
-def test_a_host_abort_callback_does_not_disable_the_checks(good, tmp_path):
+def test_a_host_abort_callback_does_not_disable_the_checks(good, tiny_paths, tmp_path):
     """ggml keeps one process-wide abort callback. A host that installs its own (after loopcpp's)
     still gets a ModelLoadError for a file the loader asserts on (block_count 0), not an abort;
     its callback is kept for the aborts outside loopcpp's checks."""
@@ -229,7 +229,7 @@ def test_a_host_abort_callback_does_not_disable_the_checks(good, tmp_path):
     path.write_bytes(ggufwalk.rewrite(good, field, 0))
     r = run(f"""
         import ctypes, loopcpp
-        loopcpp.Model({str(tiny_model_path(good, tmp_path))!r}).close()  # loopcpp's callback is installed
+        loopcpp.Model({str(tiny_paths["llama"])!r}).close()  # loopcpp's callback is installed
         base = ctypes.CDLL({str(loopcpp.lib_dir() / "libggml-base.so")!r})
         host = ctypes.CFUNCTYPE(None, ctypes.c_char_p)(lambda msg: print("host callback:", msg.decode()))
         base.ggml_set_abort_callback.restype = ctypes.c_void_p
@@ -242,9 +242,3 @@ def test_a_host_abort_callback_does_not_disable_the_checks(good, tmp_path):
     """)
     assert r.returncode == 0, f"exit {r.returncode} (negative: killed by a signal)\n{r.stdout}{r.stderr[-1500:]}"
     assert r.stdout.count("ERROR:") == 2 and "n_layer_all > 0" in r.stdout and "host callback" not in r.stdout
-
-
-def tiny_model_path(data: bytes, tmp_path):
-    path = tmp_path / "good.gguf"
-    path.write_bytes(data)
-    return path

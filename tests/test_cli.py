@@ -36,9 +36,10 @@ def library_complete(model, prompt, loop=None, **kw):
         return ctx.complete(prompt, **kw)
 
 
-def library_chat(model, lines, loop=None, max_tokens=512, system=None, **sampling):
-    """`loopcpp chat` fed `lines`, run in this process: (stdout, the session). Each turn reuses
-    the previous turn's cache as the CLI's does, so the two print the same text."""
+def library_chat(model, lines, loop=None, max_tokens=512, system=None, n_ctx=CLI_CONTEXT["n_ctx"], **sampling):
+    """`loopcpp chat` fed `lines`, run in this process: (stdout, the session, how many turns got a
+    reply). Each turn reuses the previous turn's cache as the CLI's does, so the two print the
+    same text."""
     import io
 
     import loopcpp
@@ -46,13 +47,16 @@ def library_chat(model, lines, loop=None, max_tokens=512, system=None, **samplin
 
     out, err = io.StringIO(), io.StringIO()
     feed = iter(lines)
-    with model.context(loop=loop, **CLI_CONTEXT) as ctx:
+    replies = 0
+    with model.context(loop=loop, **{**CLI_CONTEXT, "n_ctx": n_ctx}) as ctx:
         session = ChatSession(model, ctx, loopcpp.Sampling(**sampling), max_tokens, system=system, out=out, err=err)
         for first in feed:
             text = read_message(first, lambda: next(feed, None))
+            before = session.last
             if text is None or not session.handle(text):
                 break
-    return out.getvalue(), session
+            replies += session.last is not before  # a reply sets it; a command or a failed turn does not
+    return out.getvalue(), session, replies
 
 
 def test_help_shows_an_example():
@@ -124,7 +128,7 @@ def test_chat_reads_one_prompt_per_line_from_stdin(smollm2_path, smollm2):
     lines = ["What is the capital of France?", "/loop off", "And what is the capital of Italy?", "/exit", "ignored"]
     r = loopcpp("chat", smollm2_path, "--temp", "0", "-n", "24", "--loop", "13:16x3", stdin="\n".join(lines) + "\n")
     assert r.returncode == 0, r.stderr
-    want, session = library_chat(smollm2, lines, loop="13:16x3", max_tokens=24, temperature=0)
+    want, session, _ = library_chat(smollm2, lines, loop="13:16x3", max_tokens=24, temperature=0)
     assert r.stdout == want
     assert [m["role"] for m in session.messages] == ["user", "assistant"] * 2  # two turns, nothing after /exit
     assert "loop: off" in r.stderr
@@ -216,18 +220,9 @@ def test_chat_survives_a_full_context(tiny_paths, tiny_models):
     r = loopcpp("chat", tiny_paths["llama"], "-c", "64", "-n", "4", "--temp", "0", stdin="\n".join(lines) + "\n")
     assert r.returncode == 0, r.stderr
     assert "more than the 256-token context: shorten it" in r.stderr  # llama.cpp rounds n_ctx up to 256
-    import io
-
-    from loopcpp import Sampling
-    from loopcpp.chat_repl import ChatSession
-
-    out = io.StringIO()
-    with tiny_models["llama"].context(n_ctx=64) as ctx:
-        session = ChatSession(tiny_models["llama"], ctx, Sampling(temperature=0), 4, out=out, err=io.StringIO())
-        for line in lines:
-            session.handle(line)
-    assert [m["content"] for m in session.messages if m["role"] == "user"] == ["hi"]  # the second turn was answered
-    assert r.stdout == out.getvalue()
+    want, session, replies = library_chat(tiny_models["llama"], lines, max_tokens=4, n_ctx=64, temperature=0)
+    assert replies == 1 and [m["content"] for m in session.messages if m["role"] == "user"] == ["hi"]
+    assert r.stdout == want
 
 
 def test_version_names_the_commit_and_backends():
@@ -301,7 +296,8 @@ def test_chat_commands_multiline_and_save_load(smollm2_path, smollm2, tmp_path):
     r = loopcpp("chat", smollm2_path, "--temp", "0", "-n", "24", "-s", "You are a helpful assistant.",
                 stdin="\n".join(lines) + "\n")
     assert r.returncode == 0, r.stderr
-    want, session = library_chat(smollm2, lines, max_tokens=24, system="You are a helpful assistant.", temperature=0)
+    want, session, _ = library_chat(smollm2, lines, max_tokens=24, system="You are a helpful assistant.",
+                                    temperature=0)
     assert r.stdout == want
     data = json.loads(saved.read_text())
     assert [m["role"] for m in data["messages"]] == ["system", "user", "assistant"]
@@ -321,21 +317,10 @@ def test_chat_drops_the_oldest_turns_when_the_history_outgrows_the_context(smoll
     assert r.returncode == 0, r.stderr
     assert "messages were dropped to fit the 256-token context" in r.stderr
     assert "error" not in r.stderr
-    import io
-
-    from loopcpp import Sampling
-    from loopcpp.chat_repl import ChatSession
-
-    out, replies = io.StringIO(), 0
-    with smollm2.context(n_ctx=256) as ctx:
-        session = ChatSession(smollm2, ctx, Sampling(temperature=0, ignore_eos=True), 48, system="Be brief.",
-                              out=out, err=io.StringIO())
-        for line in lines:
-            session.handle(line)
-            replies += session.last is not None and session.messages[-1]["role"] == "assistant"
-            session.last = None
+    want, _, replies = library_chat(smollm2, lines, max_tokens=48, system="Be brief.", n_ctx=256, temperature=0,
+                                    ignore_eos=True)
     assert replies == 12  # every turn got a reply
-    assert r.stdout == out.getvalue()
+    assert r.stdout == want
 
 
 def test_run_exits_130_after_ctrl_c(smollm2_path):

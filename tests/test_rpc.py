@@ -97,14 +97,10 @@ def test_unreachable_server_and_bad_endpoints_are_errors(tiny_paths):
 
 
 DIES = r"""
-import ctypes, os, subprocess, sys, time, loopcpp
+import os, subprocess, sys, loopcpp
 from loopcpp import rpc
+from test_resources import rss_mib
 from test_rpc import free_port, wait_listening
-
-def rss_mib():
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 prompt = list(range(5, 29))
 for i in range(int(sys.argv[2])):
