@@ -20,13 +20,13 @@
 void llm_graph_input_loop_rows::set_input(const llama_ubatch * ubatch) {
     std::vector<int32_t> rows(ubatch->n_tokens);
     for (uint32_t i = 0; i < ubatch->n_tokens; ++i) {
-        rows[i] = state.row_loops(*ubatch, i) ? i : ubatch->n_tokens + i;
+        rows[i] = decision.row_loops(*ubatch, i) ? i : ubatch->n_tokens + i;
     }
     ggml_backend_tensor_set(idx, rows.data(), 0, ggml_nbytes(idx));
 }
 
 bool llm_graph_input_loop_rows::can_reuse(const llm_graph_params & params) {
-    state = params.cparams.loop; // the graph is the same; the decisions are the new ubatch's
+    decision = params.loop; // the graph is the same; the decisions are the new ubatch's
     return idx->ne[0] == params.ubatch.n_tokens;
 }
 
@@ -73,6 +73,12 @@ struct loop_builder {
     llama_loop_graph & hooks;
     ggml_tensor * rows = nullptr; // per-row choice (llm_graph_input_loop_rows), null when every row loops
     int token_dim = 1;            // the residual's token dimension: [n_embd, n_tokens] or several streams
+    bool stashing = false;        // building the kv=last stash chain
+
+    // Per window layer, the input of its canonical evaluation: the one whose cache writes the cache
+    // keeps (the natural chain under kv=first, the stash chain under kv=last). The layer's input
+    // features (t_layer_inp, which eagle3 and MTP drafts read) show this one, as its K/V do.
+    std::vector<ggml_tensor *> canonical_inp;
 
     // Row i of looped where row i loops, else row i of natural.
     ggml_tensor * select(ggml_tensor * looped, ggml_tensor * natural) {
@@ -104,7 +110,11 @@ struct loop_builder {
     // One evaluation of layer il inside the window (its router calls are counted from 0).
     ggml_tensor * run(int il, ggml_tensor * x) {
         hooks.begin_layer();
-        return layer(il, x, nullptr);
+        ggml_tensor * y = layer(il, x, nullptr);
+        if (hooks.record_kv || stashing) {
+            canonical_inp[il] = g.res->t_layer_inp[il]; // as the builder set it (null if it sets none)
+        }
+        return y;
     }
 
     // One evaluation of the window layers [a, b] on x (the operator G of block or layer mode).
@@ -245,6 +255,7 @@ struct loop_builder {
     ggml_tensor * stash(ggml_tensor * y, bool output) {
         hooks.route     = llama_loop_graph::ROUTE_NATURAL;
         hooks.record_kv = false;
+        stashing        = true;
         ggml_tensor * z = y;
         for (int il = p.start; il <= p.end; ++il) {
             if (il == p.end && !output) {
@@ -252,11 +263,13 @@ struct loop_builder {
                 for (size_t i = first; i < hooks.kv_writes.size(); ++i) {
                     emit_kv_one(i);
                 }
-                return nullptr;
+                z = nullptr;
+                break;
             }
             z = run(il, z);
             ggml_build_forward_expand(g.gf, z);
         }
+        stashing = false;
         return z;
     }
 };
@@ -265,17 +278,16 @@ struct loop_builder {
 
 ggml_tensor * llm_graph_context::build_layer_stack(ggml_tensor * inpL, ggml_tensor * inp_out_ids, const llm_layer_fn & layer,
                                                    int token_dim) {
-    const llama_loop_state & state = cparams.loop;
     llama_loop_mark_capable(arch);
 
-    if (!state.active() || state.rows == LLAMA_LOOP_ROWS_NONE) {
+    if (!cparams.loop.active() || loop_rows.rows == LLAMA_LOOP_ROWS_NONE) {
         for (int il = 0; il < n_layer; ++il) {
             inpL = layer(il, inpL, il == n_layer - 1 ? inp_out_ids : nullptr);
         }
         return inpL;
     }
 
-    const llama_loop_params & p = state.params;
+    const llama_loop_params & p = cparams.loop.params;
 
     for (int il = 0; il < p.start; ++il) {
         inpL = layer(il, inpL, nullptr);
@@ -292,8 +304,9 @@ ggml_tensor * llm_graph_context::build_layer_stack(ggml_tensor * inpL, ggml_tens
 
     loop_builder b { *this, layer, p, hooks };
     b.token_dim = token_dim;
-    if (state.rows == LLAMA_LOOP_ROWS_SOME) {
-        auto inp = std::make_unique<llm_graph_input_loop_rows>(state);
+    b.canonical_inp.resize(n_layer, nullptr);
+    if (loop_rows.rows == LLAMA_LOOP_ROWS_SOME) {
+        auto inp = std::make_unique<llm_graph_input_loop_rows>(loop_rows);
         inp->idx = ggml_new_tensor_1d(ctx0, GGML_TYPE_I32, n_tokens);
         ggml_set_input(inp->idx);
         b.rows = inp->idx;
@@ -303,6 +316,9 @@ ggml_tensor * llm_graph_context::build_layer_stack(ggml_tensor * inpL, ggml_tens
     {
         hooks_scope scope(*this, hooks);
         y = p.mode == LLAMA_LOOP_MODE_LAYER ? b.layerwise(inpL) : b.block(inpL);
+    }
+    for (int il = p.start; il <= p.end; ++il) {
+        res->t_layer_inp[il] = b.canonical_inp[il];
     }
 
     if (p.end == n_layer - 1) {

@@ -14,7 +14,7 @@ class llama_kv_cache_context;
 // copy, so a row that does not loop gets the unmodified model's bits.
 class llm_graph_input_loop_rows : public llm_graph_input_i {
 public:
-    explicit llm_graph_input_loop_rows(const llama_loop_state & state) : state(state) {}
+    explicit llm_graph_input_loop_rows(const llama_loop_decision & decision) : decision(decision) {}
 
     void set_input(const llama_ubatch * ubatch) override;
     bool can_reuse(const llm_graph_params & params) override;
@@ -22,7 +22,7 @@ public:
     ggml_tensor * idx = nullptr; // I32 [n_tokens]: i for a looped row, n_tokens + i for a natural one
 
 private:
-    llama_loop_state state; // the per-sequence decisions of the ubatch
+    llama_loop_decision decision; // the ubatch's: which sequences loop
 };
 
 // One cache write (K or V) as an attention builder emitted it (after any rotation), so it can be

@@ -10,11 +10,6 @@
 #include "llama-context.h"
 #include "llama-ext.h"
 #include "llama-impl.h"
-#include "llama-kv-cache-iswa.h"
-#include "llama-kv-cache.h"
-#include "llama-kv-cache-dsa.h"
-#include "llama-kv-cache-dsa-iswa.h"
-#include "llama-kv-cache-msa.h"
 #include "llama-model.h"
 
 #include <cmath>
@@ -253,23 +248,19 @@ int32_t set_loop(llama_context * ctx, const llama_loop_params * params, bool res
         if (ctx->get_cparams().training) {
             return fail(LLAMA_LOOP_ERR_UNSUPPORTED, "looping is not available while training");
         }
-        llama_memory_t mem = ctx->get_memory();
-        // attention caches: their writes report through llama_kv_cache_context (sparse attention's
-        // indexer cache too), so the cache policy applies to every one of them
-        const bool kv = dynamic_cast<llama_kv_cache *>(mem) || dynamic_cast<llama_kv_cache_iswa *>(mem) ||
-                        dynamic_cast<llama_kv_cache_dsa *>(mem) || dynamic_cast<llama_kv_cache_dsa_iswa *>(mem) ||
-                        dynamic_cast<llama_kv_cache_msa *>(mem);
-        if (mem && !kv) {
+        // the cache policy replays attention writes, which report through llama_kv_cache_context (sparse
+        // attention's indexer cache too); recurrent state has no such writes to replay
+        if (llama_model_is_recurrent(&model) || llama_model_is_hybrid(&model)) {
             return fail(LLAMA_LOOP_ERR_UNSUPPORTED, "looping needs a plain KV cache; recurrent and hybrid memory are not supported");
         }
         resolve(model, p);
     } else {
         p = llama_loop_off_params();
     }
-    llama_loop_state state;
-    state.params = p;
-    const llama_loop_state prev = ctx->get_cparams().loop;
-    ctx->set_loop(state);
+    llama_loop_recipe recipe;
+    recipe.params = p;
+    const llama_loop_recipe prev = ctx->get_cparams().loop;
+    ctx->set_loop(recipe);
     if (reserve) {
         // allocate the looped graph now, where a failure can still be undone, not inside llama_decode
         llama_assert_scope assert_scope;
@@ -286,6 +277,7 @@ int32_t set_loop(llama_context * ctx, const llama_loop_params * params, bool res
                         "previous loop): ") + e.what());
         }
     }
+    ctx->loop_seqs.reset_choices(-1); // per-sequence choices were made within the previous loop
     return ok();
 }
 
@@ -303,7 +295,7 @@ llama_loop_params llama_loop_off_params() {
 
 static_assert(LLAMA_LOOP_MAX_SEQ == LLAMA_MAX_SEQ, "the loop state tracks every sequence id");
 
-bool llama_loop_state::row_loops(const llama_ubatch & ubatch, uint32_t i) const {
+bool llama_loop_decision::row_loops(const llama_ubatch & ubatch, uint32_t i) const {
     for (int32_t j = 0; j < ubatch.n_seq_id[i]; ++j) {
         if (seq_loops[ubatch.seq_id[i][j]]) {
             return true;
@@ -312,60 +304,83 @@ bool llama_loop_state::row_loops(const llama_ubatch & ubatch, uint32_t i) const 
     return false;
 }
 
-void llama_loop_begin_ubatch(llama_loop_state & state, llama_loop_counters & counters, const llama_memory_i * memory,
-                             const llama_ubatch & ubatch) {
-    counters.next.clear();
-    if (!state.active()) {
-        state.rows = LLAMA_LOOP_ROWS_NONE;
+void llama_loop_sequences::reset_choices(llama_seq_id seq) {
+    if (seq < 0) {
+        off.reset();
+        verify.reset();
+        decode.fill(0);
         return;
     }
+    off[seq]    = false;
+    verify[seq] = false;
+    decode[seq] = 0;
+}
+
+llama_loop_decision llama_loop_begin_ubatch(const llama_loop_recipe & recipe, llama_loop_sequences & seqs,
+                                            const llama_memory_i * memory, const llama_ubatch & ubatch) {
+    seqs.next.clear();
+    llama_loop_decision d;
+    if (!recipe.active()) {
+        d.rows = LLAMA_LOOP_ROWS_NONE;
+        return d;
+    }
     // a sequence is in its prompt phase when it contributes two or more rows to this ubatch
+    // (unless they verify a draft)
     std::array<uint32_t, LLAMA_LOOP_MAX_SEQ> n_rows {};
-    std::array<llama_pos, LLAMA_LOOP_MAX_SEQ> pos_min;
+    std::array<llama_pos, LLAMA_LOOP_MAX_SEQ> pos_min, pos_max;
     pos_min.fill(std::numeric_limits<llama_pos>::max());
+    pos_max.fill(std::numeric_limits<llama_pos>::min());
     for (uint32_t i = 0; i < ubatch.n_tokens; ++i) {
         for (int32_t j = 0; j < ubatch.n_seq_id[i]; ++j) {
             const llama_seq_id s = ubatch.seq_id[i][j];
             n_rows[s]++;
             pos_min[s] = std::min(pos_min[s], ubatch.pos[i]);
+            pos_max[s] = std::max(pos_max[s], ubatch.pos[i]);
         }
     }
-    const llama_loop_params & p = state.params;
-    state.seq_loops.reset();
+    const llama_loop_params & p = recipe.params;
     for (uint32_t u = 0; u < ubatch.n_seqs_unq; ++u) {
         const llama_seq_id s = ubatch.seq_id_unq[u];
-        const auto decode   = state.seq_decode[s] ? (llama_loop_decode) (state.seq_decode[s] - 1) : p.decode;
-        const auto decode_n = state.seq_decode[s] ? state.seq_decode_n[s] : p.decode_n;
+        const auto decode   = seqs.decode[s] ? (llama_loop_decode) (seqs.decode[s] - 1) : p.decode;
+        const auto decode_n = seqs.decode[s] ? seqs.decode_n[s] : p.decode_n;
         // the memory already holds this ubatch's cells: nothing before them means a fresh sequence
         const bool fresh = memory && memory->seq_pos_min(s) >= pos_min[s];
-        const uint32_t n_decode = fresh ? 0 : counters.n_decode[s];
+        uint32_t n_decode = fresh ? 0 : seqs.n_decode[s];
+        if (!fresh && pos_min[s] < seqs.pos_next[s]) {
+            // rows were removed since the last ubatch (a rejected draft): they no longer count
+            n_decode -= std::min<uint32_t>(n_decode, (uint32_t) (seqs.pos_next[s] - pos_min[s]));
+        }
         bool loops = true;
-        if (n_rows[s] >= 2) {
-            counters.next.emplace_back(s, 0);
+        if (n_rows[s] >= 2 && !seqs.verify[s]) {
+            seqs.next.push_back({ s, 0, pos_max[s] + 1 });
         } else {
             loops = decode == LLAMA_LOOP_DECODE_FULL ||
                     (decode == LLAMA_LOOP_DECODE_FIRST_N && n_decode < (uint32_t) decode_n);
-            counters.next.emplace_back(s, n_decode + 1);
+            seqs.next.push_back({ s, n_decode + n_rows[s], pos_max[s] + 1 });
         }
-        state.seq_loops[s] = loops && !state.seq_off[s];
+        d.seq_loops[s] = loops && !seqs.off[s];
     }
     uint32_t n_looped = 0;
     for (uint32_t i = 0; i < ubatch.n_tokens; ++i) {
-        n_looped += state.row_loops(ubatch, i);
+        n_looped += d.row_loops(ubatch, i);
     }
-    state.rows = n_looped == 0                ? LLAMA_LOOP_ROWS_NONE :
-                 n_looped == ubatch.n_tokens ? LLAMA_LOOP_ROWS_ALL  : LLAMA_LOOP_ROWS_SOME;
+    d.rows = n_looped == 0                ? LLAMA_LOOP_ROWS_NONE :
+             n_looped == ubatch.n_tokens ? LLAMA_LOOP_ROWS_ALL  : LLAMA_LOOP_ROWS_SOME;
+    return d;
 }
 
-void llama_loop_end_ubatch(llama_loop_counters & counters) {
-    for (const auto & [s, n] : counters.next) {
-        counters.n_decode[s] = n;
+void llama_loop_end_ubatch(llama_loop_sequences & seqs) {
+    for (const auto & a : seqs.next) {
+        seqs.n_decode[a.seq] = a.n_decode;
+        seqs.pos_next[a.seq] = a.pos_next;
     }
-    counters.next.clear();
+    seqs.next.clear();
 }
 
-void llama_loop_begin_reserve(llama_loop_state & state) {
-    state.rows = state.active() ? LLAMA_LOOP_ROWS_SOME : LLAMA_LOOP_ROWS_NONE;
+llama_loop_decision llama_loop_begin_reserve(const llama_loop_recipe & recipe) {
+    llama_loop_decision d;
+    d.rows = recipe.active() ? LLAMA_LOOP_ROWS_SOME : LLAMA_LOOP_ROWS_NONE;
+    return d;
 }
 
 // Same recipe but for the decode mode: the parts of a loop that shape its graph.
@@ -375,16 +390,17 @@ static bool same_recipe(const llama_loop_params & p, const llama_loop_params & q
            p.freeze_routing == q.freeze_routing;
 }
 
-bool llama_loop_same_graph(const llama_loop_state & a, const llama_loop_state & b) {
-    if (a.active() != b.active() || a.rows != b.rows) {
+bool llama_loop_same_graph(const llama_loop_recipe & a, const llama_loop_decision & da,
+                           const llama_loop_recipe & b, const llama_loop_decision & db) {
+    if (a.active() != b.active() || da.rows != db.rows) {
         return false;
     }
     return !a.active() || same_recipe(a.params, b.params);
 }
 
-uint32_t llama_loop_extra_nodes(const llama_loop_state & state, const llama_model & model) {
+uint32_t llama_loop_extra_nodes(const llama_loop_recipe & recipe, const llama_model & model) {
     const uint64_t n_layer = model.hparams.n_layer();
-    if (!state.active() || n_layer == 0) {
+    if (!recipe.active() || n_layer == 0) {
         return 0;
     }
     // llama.cpp budgets 8 nodes per weight tensor (plus LoRA nodes) for the whole graph; one
@@ -397,8 +413,8 @@ uint32_t llama_loop_extra_nodes(const llama_loop_state & state, const llama_mode
         total += lora->get_n_nodes();
     }
     const uint64_t per_layer = total / n_layer + 16;
-    const uint64_t width     = state.params.end - state.params.start + 1;
-    const uint64_t extra     = width * (state.params.n_steps + 1) * per_layer + 16 * (uint64_t) state.params.n_steps;
+    const uint64_t width     = recipe.params.end - recipe.params.start + 1;
+    const uint64_t extra     = width * (recipe.params.n_steps + 1) * per_layer + 16 * (uint64_t) recipe.params.n_steps;
     return (uint32_t) std::min<uint64_t>(extra, UINT32_MAX / 2);
 }
 
@@ -720,13 +736,13 @@ int32_t llama_loop_seq_set(llama_context * ctx, llama_seq_id seq, bool loop, lla
     if (decode < LLAMA_LOOP_DECODE_BYPASS || decode > LLAMA_LOOP_DECODE_FIRST_N || decode_n < 0) {
         return fail(LLAMA_LOOP_ERR_INVALID, "decode mode out of range");
     }
-    llama_loop_state & state = ctx->loop_state();
-    if (loop && !state.active()) {
+    if (loop && !ctx->get_cparams().loop.active()) {
         return fail(LLAMA_LOOP_ERR_UNSUPPORTED, "the context does not loop; set its loop first");
     }
-    state.seq_off[seq]      = !loop;
-    state.seq_decode[seq]   = (uint8_t) (1 + decode);
-    state.seq_decode_n[seq] = decode_n;
+    llama_loop_sequences & seqs = ctx->loop_seqs;
+    seqs.off[seq]      = !loop;
+    seqs.decode[seq]   = (uint8_t) (1 + decode);
+    seqs.decode_n[seq] = decode_n;
     return ok();
 }
 
@@ -767,17 +783,22 @@ int32_t llama_loop_seq_reset(llama_context * ctx, llama_seq_id seq) {
     if (!ctx) {
         return fail(LLAMA_LOOP_ERR_INVALID, "ctx must not be NULL");
     }
-    llama_loop_state & state = ctx->loop_state();
-    if (seq < 0) {
-        state.seq_off.reset();
-        state.seq_decode.fill(0);
-        return ok();
-    }
     if (seq >= LLAMA_LOOP_MAX_SEQ) {
         return fail(LLAMA_LOOP_ERR_INVALID, "seq " + std::to_string(seq) + " is out of range");
     }
-    state.seq_off[seq]    = false;
-    state.seq_decode[seq] = 0;
+    ctx->loop_seqs.reset_choices(seq);
+    return ok();
+}
+
+int32_t llama_loop_seq_verify(llama_context * ctx, llama_seq_id seq, bool verify) {
+    if (!ctx) {
+        return fail(LLAMA_LOOP_ERR_INVALID, "ctx must not be NULL");
+    }
+    if (seq < 0 || seq >= (llama_seq_id) ctx->get_cparams().n_seq_max) {
+        return fail(LLAMA_LOOP_ERR_INVALID, "seq " + std::to_string(seq) + " is outside [0, n_seq_max = " +
+                    std::to_string(ctx->get_cparams().n_seq_max) + ")");
+    }
+    ctx->loop_seqs.verify[seq] = verify;
     return ok();
 }
 
@@ -785,11 +806,11 @@ int32_t llama_loop_get(const llama_context * ctx, llama_loop_params * params) {
     if (!ctx) {
         return fail(LLAMA_LOOP_ERR_INVALID, "ctx must not be NULL");
     }
-    const llama_loop_state & state = ctx->get_cparams().loop;
+    const llama_loop_recipe & recipe = ctx->get_cparams().loop;
     if (params) {
-        *params = state.params;
+        *params = recipe.params;
     }
-    return state.active() ? 1 : 0;
+    return recipe.active() ? 1 : 0;
 }
 
 void llama_loop_clear(llama_context * ctx) {

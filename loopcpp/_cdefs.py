@@ -231,6 +231,7 @@ int32_t llama_loop_seq_set(struct llama_context * ctx, llama_seq_id seq, bool lo
                            int32_t decode_n);
 int32_t llama_loop_seq_set_spec(struct llama_context * ctx, llama_seq_id seq, const char * spec);
 int32_t llama_loop_seq_reset(struct llama_context * ctx, llama_seq_id seq);
+int32_t llama_loop_seq_verify(struct llama_context * ctx, llama_seq_id seq, bool verify);
 const char * llama_loop_last_error(void);
 bool llama_loop_arch_supported(const struct llama_model * model);
 const char * llama_loop_arch_name(int32_t i);

@@ -467,6 +467,10 @@ class ContextHandle(_Owner):
         if lib.llama_loop_seq_reset(self.ptr, seq) != 0:
             raise LoopConfigError(last_loop_error())
 
+    def loop_seq_verify(self, seq: int, verify: bool) -> None:
+        if lib.llama_loop_seq_verify(self.ptr, seq, verify) != 0:
+            raise LoopConfigError(last_loop_error())
+
     def loop_get(self):
         p = ffi.new("struct llama_loop_params *")
         lib.llama_loop_get(self.ptr, p)

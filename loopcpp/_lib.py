@@ -21,7 +21,7 @@ from ._paths import library_path
 from .errors import LibraryError
 
 LLAMA_COMMIT = "0c1e57098"
-LOOP_API_VERSION = 5
+LOOP_API_VERSION = 6
 
 ffi = FFI()
 ffi.cdef(CDEF)

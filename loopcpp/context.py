@@ -145,6 +145,15 @@ class Context:
         self._h.loop_seq_set(seq, bool(loop), code)
 
     @_exclusive
+    def set_sequence_verify(self, seq: int, verify: bool = True) -> None:
+        """verify=True: the rows sequence `seq` contributes to the next eval_batch calls verify a
+        speculative draft (the sampled token, then the drafted ones). They are decode steps, not a
+        prompt: under decode "bypass" they run unlooped, so speculation leaves the answer as plain
+        decoding gives it (docs/looping.md, "Speculative decoding"). Lasts until verify=False,
+        set_loop() or reset_sequence_loops()."""
+        self._h.loop_seq_verify(seq, bool(verify))
+
+    @_exclusive
     def reset_sequence_loops(self) -> None:
         """Every sequence follows the context's loop again."""
         self._h.loop_seq_reset(-1)

@@ -198,3 +198,53 @@ def test_largest_loops_build_and_run(spec, tiny_models):
     if "rk" in spec:  # damped steps stay bounded; naive K = 64 may overflow, but must not crash
         assert np.isfinite(prompt).all() and np.isfinite(step).all()
     assert prompt.shape == (len(PROMPT), 288) and step.shape == (288,)
+
+
+@pytest.fixture(scope="module")
+def layer_features():
+    """llama.cpp's per-layer input features (llama-ext.h: what eagle3 and MTP drafts read). They are
+    C++ functions, so they are bound by their Itanium-mangled names (Linux, macOS)."""
+    from cffi import FFI
+
+    from loopcpp._paths import library_path
+
+    ffi = FFI()
+    ffi.cdef("void _Z30llama_set_embeddings_layer_inpP13llama_contextjb(void *, uint32_t, bool);"
+             "float * _Z30llama_get_embeddings_layer_inpP13llama_contextj(void *, uint32_t);")
+    lib = ffi.dlopen(str(library_path()))
+    try:
+        set_, get = (lib._Z30llama_set_embeddings_layer_inpP13llama_contextjb,
+                     lib._Z30llama_get_embeddings_layer_inpP13llama_contextj)
+    except AttributeError:
+        pytest.skip("this libllama's C++ symbols are not Itanium-mangled")
+
+    def run(model, loop, prompt=PROMPT):
+        n_layer, n_embd = model._h.n_layer(), model._h.n_embd()
+        with model.context(n_ctx=256, loop=loop, **EXACT) as ctx:
+            for il in range(n_layer):
+                set_(ctx._h.ptr, il, True)
+            ctx.eval(prompt, logits="all")
+            return [np.frombuffer(ffi.buffer(get(ctx._h.ptr, il), 4 * n_embd * len(prompt)), np.float32).copy()
+                    for il in range(n_layer)]
+
+    return run
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen3", "qwen3moe"])  # the tiny architectures whose builders set them
+@pytest.mark.parametrize("mode", ["block", "layer"])
+def test_layer_input_features_show_the_evaluation_the_cache_keeps(arch, mode, tiny_models, layer_features):
+    """A window layer's input features come from its canonical evaluation, the one whose K/V the cache
+    keeps: under kv=first the natural chain (the unlooped model's features, bit for bit), under kv=last
+    the stash chain, which starts from the loop's output (the next layer's input)."""
+    model = tiny_models[arch]
+    off = layer_features(model, None)
+    first = layer_features(model, f"2:3x3,{mode},rk,kv=first,decode=full")
+    last = layer_features(model, f"2:3x3,{mode},rk,kv=last,decode=full")
+    for il in range(4):  # before the window and in it: the natural chain
+        assert np.array_equal(first[il], off[il]), il
+    assert rel_err(first[4], off[4]) > 1e-3  # the loop's output
+    for il in range(2):
+        assert np.array_equal(last[il], off[il]), il
+    assert np.array_equal(last[2], last[4])  # the stash chain's input is the loop's output
+    assert np.array_equal(last[4], first[4])
+    assert rel_err(last[3], off[3]) > 1e-3

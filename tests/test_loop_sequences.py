@@ -199,3 +199,63 @@ def test_a_cancelled_decode_step_is_not_counted(tiny_models):
         fresh.eval(prompt)
         want = decode_steps(fresh, steps)
     assert all(np.array_equal(g, w) for g, w in zip(got, want))
+
+
+def rows_of(ctx, toks, pos0, verify):
+    ctx.set_sequence_verify(0, verify)
+    return ctx.eval_batch(toks, list(range(pos0, pos0 + len(toks))), [0] * len(toks))
+
+
+def looped_or_not(ctx, toks, pos0, verify=False):
+    """Evaluates sequence 0's rows as the context decides, and again forced looped and forced
+    unlooped, each on the same cache (the rows are removed in between; so are their counts), then
+    once more as the context decides, to go on from. Returns True if the context's own evaluation
+    is the looped one, False if it is the unlooped one (bit for bit: the same graphs)."""
+    outs = []
+    for force in (None, "full", "off"):
+        if force is not None:
+            ctx.set_sequence_loop(0, loop=force != "off", decode="full")
+        outs.append(rows_of(ctx, toks, pos0, verify))
+        ctx._h.seq_rm_of(0, pos0)
+        ctx.reset_sequence_loops()
+    rows_of(ctx, toks, pos0, verify)
+    mine, looped, unlooped = outs
+    assert rel_err(looped, unlooped) > 1e-3  # the two can be told apart
+    assert np.array_equal(mine, looped) or np.array_equal(mine, unlooped)
+    return np.array_equal(mine, looped)
+
+
+@pytest.mark.parametrize("mode", ["block", "layer"])
+def test_a_verified_draft_is_decode_steps(mode, contexts):
+    """Speculative verification (docs/looping.md): the sampled token and its draft are decode steps,
+    so under bypass they run unlooped, as plain decoding would; the same rows unflagged are a
+    prompt phase and loop."""
+    ctx = contexts["llama"]
+    ctx.set_loop(f"2:4x3,{mode},rk,decode=bypass")
+    rows_of(ctx, tokens(6), 0, verify=False)
+    draft = tokens(4)
+    assert not looped_or_not(ctx, draft, 6, verify=True)
+    ctx._h.seq_rm_of(0, 6)
+    assert looped_or_not(ctx, draft, 6, verify=False)
+    ctx.set_loop(f"2:4x3,{mode},rk,decode=full")
+    rows_of(ctx, tokens(6), 0, verify=False)
+    assert looped_or_not(ctx, draft, 6, verify=True)
+
+
+def test_first_n_counts_the_draft_rows_that_stay(contexts):
+    """decode=first:2: a verified draft of 3 rows counts 3 decode steps; when 2 of them are
+    rejected (removed from the cache) they no longer count, so the next step is the second."""
+    ctx = contexts["llama"]
+    ctx.set_loop("2:4x3,block,rk,decode=first:2")
+    rows_of(ctx, tokens(6), 0, verify=False)      # prompt phase
+    assert looped_or_not(ctx, tokens(3), 6, verify=True)  # steps 1-3: the first two loop, so the chunk does
+    ctx._h.seq_rm_of(0, 7)                        # two of the draft rejected: one step kept
+    assert looped_or_not(ctx, tokens(1), 7)       # step 2
+    assert not looped_or_not(ctx, tokens(1), 8)   # step 3
+
+
+def test_verify_is_validated(tiny_models):
+    with tiny_models["llama"].context(n_ctx=64, n_seq_max=2) as ctx:
+        with pytest.raises(loopcpp.LoopConfigError, match="outside"):
+            ctx.set_sequence_verify(2)
+        ctx.set_sequence_verify(1)  # a choice that changes nothing where nothing loops

@@ -22,7 +22,7 @@ extern "C" {
 #endif
 
 // Version of the loop API below; bumped when a declaration in this header changes.
-#define LLAMA_LOOP_API_VERSION 5
+#define LLAMA_LOOP_API_VERSION 6
 
 // Largest number of sub-steps K accepted.
 #define LLAMA_LOOP_MAX_STEPS 64
@@ -110,6 +110,13 @@ LLAMA_API int32_t llama_loop_seq_set_spec(struct llama_context * ctx, llama_seq_
 
 // Sequence `seq` follows the context's loop again (seq < 0: every sequence).
 LLAMA_API int32_t llama_loop_seq_reset(struct llama_context * ctx, llama_seq_id seq);
+
+// verify = true: the rows sequence `seq` contributes to the next ubatches verify a speculative
+// draft (the token it sampled, then the drafted ones). They are decode steps, however many, not a
+// prompt phase: under bypass they run the unlooped layers, so speculation leaves the answer as
+// plain decoding gives it (docs/looping.md, "Speculative decoding"). Lasts until called with false,
+// or llama_loop_seq_reset, llama_loop_set or llama_loop_clear. Returns a code above.
+LLAMA_API int32_t llama_loop_seq_verify(struct llama_context * ctx, llama_seq_id seq, bool verify);
 
 // Copies the active loop of `ctx` (resolved: concrete window and mode) into *params.
 // Returns 1 if a loop is active (n_steps > 1), 0 if looping is off, LLAMA_LOOP_ERR_INVALID if ctx is NULL.
