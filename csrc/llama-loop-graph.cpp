@@ -13,9 +13,6 @@
 #include "llama-graph.h"
 #include "llama-kv-cache.h"
 
-#include "ggml-impl.h" // struct ggml_cgraph, to drop the dead part of a kv-only evaluation
-
-#include <cstring>
 
 void llm_graph_input_loop_rows::set_input(const llama_ubatch * ubatch) {
     std::vector<int32_t> rows(ubatch->n_tokens);
@@ -43,32 +40,43 @@ void llama_loop_on_cache_write(const llama_loop_kv_write & w) {
 
 namespace {
 
-// Drops the nodes and leafs appended to gf after the first n_nodes / n_leafs, and rebuilds what
-// ggml_visit_parents keeps beside them (the visited set, the use counts by hash slot) for the
-// rest, so that later expansions and the backends' fusion checks see only the kept graph.
-void rewind_graph(ggml_cgraph * gf, int n_nodes, int n_leafs) {
-    gf->n_nodes = n_nodes;
-    gf->n_leafs = n_leafs;
-    ggml_hash_set & set = gf->visited_hash_set;
-    memset(set.used, 0, sizeof(ggml_bitset_t) * ggml_bitset_size(set.size));
-    for (int i = 0; i < n_leafs; ++i) {
-        gf->use_counts[ggml_hash_insert(&set, gf->leafs[i])] = 0;
+// While it lives, the graph context builds into a scratch graph of its own instead of gf: the
+// nodes built meanwhile reach gf only if something expanded into gf later depends on them.
+struct scratch_graph {
+    llm_graph_context & graph;
+    ggml_cgraph * const kept;
+    ggml_context * ctx;
+
+    explicit scratch_graph(llm_graph_context & gc) : graph(gc), kept(gc.gf) {
+        const size_t n = ggml_graph_size(kept);
+        ctx      = ggml_init({ ggml_graph_overhead_custom(n, false), nullptr, /*no_alloc =*/ true });
+        graph.gf = ggml_new_graph_custom(ctx, n, false);
     }
-    for (int i = 0; i < n_nodes; ++i) {
-        gf->use_counts[ggml_hash_insert(&set, gf->nodes[i])] = 0;
+    ~scratch_graph() {
+        graph.gf = kept;
+        ggml_free(ctx);
     }
-    for (int i = 0; i < n_nodes; ++i) {
-        for (ggml_tensor * src : gf->nodes[i]->src) {
-            if (src) {
-                gf->use_counts[ggml_hash_find(&set, src)]++;
-            }
-        }
+};
+
+// One evaluation of the builder's layer body: layer il on x, picking the output rows `rows` (none
+// if null). The body reads its input from the builder's inpL and leaves its output there, and
+// picks rows where the builder's inp_out_ids is set, as in the builder's own layer loop.
+struct layer_body {
+    ggml_tensor *& inpL;
+    ggml_tensor *& inp_out_ids;
+    const llm_graph_context::llm_layer_fn & body;
+
+    ggml_tensor * operator()(int il, ggml_tensor * x, ggml_tensor * rows) const {
+        inpL        = x;
+        inp_out_ids = rows;
+        body(il);
+        return inpL;
     }
-}
+};
 
 struct loop_builder {
     llm_graph_context & g;
-    const llm_graph_context::llm_layer_fn & layer;
+    const layer_body & layer;
     const llama_loop_params & p;
     llama_loop_graph & hooks;
     ggml_tensor * rows = nullptr; // per-row choice (llm_graph_input_loop_rows), null when every row loops
@@ -78,7 +86,7 @@ struct loop_builder {
     // Per window layer, the input of its canonical evaluation: the one whose cache writes the cache
     // keeps (the natural chain under kv=first, the stash chain under kv=last). The layer's input
     // features (t_layer_inp, which eagle3 and MTP drafts read) show this one, as its K/V do.
-    std::vector<ggml_tensor *> canonical_inp;
+    std::vector<ggml_tensor *> canonical_inp {};
 
     // Row i of looped where row i loops, else row i of natural.
     ggml_tensor * select(ggml_tensor * looped, ggml_tensor * natural) {
@@ -127,15 +135,15 @@ struct loop_builder {
     }
 
     // Layer il on x for its cache writes only (a stash or shadow evaluation whose output nobody
-    // reads): the builder expands its attention, FFN and router too, so they are dropped from the
-    // graph again, and the recorded writes are kept for restore_kv. Returns the first write's index.
+    // reads): the builder expands its attention, FFN and router into a scratch graph, and only the
+    // recorded writes (restore_kv, emit_kv_one) bring what they need into the graph. Returns the
+    // first write's index.
     size_t kv_only(int il, ggml_tensor * x) {
-        const int n_nodes = ggml_graph_n_nodes(g.gf), n_leafs = g.gf->n_leafs;
         const size_t first = hooks.kv_writes.size();
+        scratch_graph scratch(g);
         hooks.record_kv = true;
         run(il, x);
         hooks.record_kv = false;
-        rewind_graph(g.gf, n_nodes, n_leafs);
         return first;
     }
 
@@ -274,59 +282,67 @@ struct loop_builder {
     }
 };
 
-} // namespace
-
-ggml_tensor * llm_graph_context::build_layer_stack(ggml_tensor * inpL, ggml_tensor * inp_out_ids, const llm_layer_fn & layer,
-                                                   int token_dim) {
-    llama_loop_mark_capable(arch);
-
-    if (!cparams.loop.active() || loop_rows.rows == LLAMA_LOOP_ROWS_NONE) {
-        for (int il = 0; il < n_layer; ++il) {
-            inpL = layer(il, inpL, il == n_layer - 1 ? inp_out_ids : nullptr);
+// The layers on x, the window looped: what build_layer_stack leaves in the builder's inpL.
+ggml_tensor * build_stack(llm_graph_context & g, const layer_body & layer, ggml_tensor * x, ggml_tensor * out_ids_last,
+                          int token_dim) {
+    if (!g.cparams.loop.active() || g.loop_rows.rows == LLAMA_LOOP_ROWS_NONE) {
+        for (int il = 0; il < g.n_layer; ++il) {
+            x = layer(il, x, il == g.n_layer - 1 ? out_ids_last : nullptr);
         }
-        return inpL;
+        return x;
     }
 
-    const llama_loop_params & p = cparams.loop.params;
+    const llama_loop_params & p = g.cparams.loop.params;
 
     for (int il = 0; il < p.start; ++il) {
-        inpL = layer(il, inpL, nullptr);
+        x = layer(il, x, nullptr);
     }
 
     llama_loop_graph hooks;
-    hooks.routes.resize(n_layer);
+    hooks.routes.resize(g.n_layer);
     // the hooks live while the window is built, also when a graph assert throws out of it
     struct hooks_scope {
-        llm_graph_context & g;
-        hooks_scope(llm_graph_context & g, llama_loop_graph & h) : g(g) { g.loop = &h; llama_loop_graph::active() = &h; }
-        ~hooks_scope() { g.loop = nullptr; llama_loop_graph::active() = nullptr; }
+        llm_graph_context & graph;
+        hooks_scope(llm_graph_context & gc, llama_loop_graph & h) : graph(gc) { graph.loop = &h; llama_loop_graph::active() = &h; }
+        ~hooks_scope() { graph.loop = nullptr; llama_loop_graph::active() = nullptr; }
     };
 
-    loop_builder b { *this, layer, p, hooks };
+    loop_builder b { g, layer, p, hooks };
     b.token_dim = token_dim;
-    b.canonical_inp.resize(n_layer, nullptr);
-    if (loop_rows.rows == LLAMA_LOOP_ROWS_SOME) {
-        auto inp = std::make_unique<llm_graph_input_loop_rows>(loop_rows);
-        inp->idx = ggml_new_tensor_1d(ctx0, GGML_TYPE_I32, n_tokens);
+    b.canonical_inp.resize(g.n_layer, nullptr);
+    if (g.loop_rows.rows == LLAMA_LOOP_ROWS_SOME) {
+        auto inp = std::make_unique<llm_graph_input_loop_rows>(g.loop_rows);
+        inp->idx = ggml_new_tensor_1d(g.ctx0, GGML_TYPE_I32, g.n_tokens);
         ggml_set_input(inp->idx);
         b.rows = inp->idx;
-        res->add_input(std::move(inp));
+        g.res->add_input(std::move(inp));
     }
     ggml_tensor * y = nullptr;
     {
-        hooks_scope scope(*this, hooks);
-        y = p.mode == LLAMA_LOOP_MODE_LAYER ? b.layerwise(inpL) : b.block(inpL);
+        hooks_scope scope(g, hooks);
+        y = p.mode == LLAMA_LOOP_MODE_LAYER ? b.layerwise(x) : b.block(x);
     }
     for (int il = p.start; il <= p.end; ++il) {
-        res->t_layer_inp[il] = b.canonical_inp[il];
+        g.res->t_layer_inp[il] = b.canonical_inp[il];
     }
 
-    if (p.end == n_layer - 1) {
-        // the window holds the last layer: trim to the output rows once, after the loop
-        return inp_out_ids ? ggml_get_rows(ctx0, y, inp_out_ids) : y;
+    if (p.end == g.n_layer - 1) {
+        // the window holds the last layer: pick the output rows once, after the loop
+        return out_ids_last ? ggml_get_rows(g.ctx0, y, out_ids_last) : y;
     }
-    for (int il = p.end + 1; il < n_layer; ++il) {
-        y = layer(il, y, il == n_layer - 1 ? inp_out_ids : nullptr);
+    for (int il = p.end + 1; il < g.n_layer; ++il) {
+        y = layer(il, y, il == g.n_layer - 1 ? out_ids_last : nullptr);
     }
     return y;
 }
+
+} // namespace
+
+void llm_graph_context::build_layer_stack(ggml_tensor *& inpL, ggml_tensor *& inp_out_ids, ggml_tensor * out_ids_last,
+                                          const llm_layer_fn & body, int token_dim) {
+    ggml_tensor * const out_ids = inp_out_ids; // the builder's, given back when the stack is built
+    const layer_body layer { inpL, inp_out_ids, body };
+    inpL        = build_stack(*this, layer, inpL, out_ids_last, token_dim);
+    inp_out_ids = out_ids;
+}
+

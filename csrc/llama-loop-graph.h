@@ -14,7 +14,7 @@ class llama_kv_cache_context;
 // copy, so a row that does not loop gets the unmodified model's bits.
 class llm_graph_input_loop_rows : public llm_graph_input_i {
 public:
-    explicit llm_graph_input_loop_rows(const llama_loop_decision & decision) : decision(decision) {}
+    explicit llm_graph_input_loop_rows(const llama_loop_decision & d) : decision(d) {}
 
     void set_input(const llama_ubatch * ubatch) override;
     bool can_reuse(const llm_graph_params & params) override;
@@ -39,9 +39,6 @@ struct llama_loop_kv_write {
 // Called by llama_kv_cache_context::cpy_k / cpy_v: records the write when the looped graph being
 // built on this thread asks for it (graphs are built on one thread at a time per context).
 void llama_loop_on_cache_write(const llama_loop_kv_write & w);
-
-// Called by build_layer_stack: this architecture has a loop-capable graph builder.
-void llama_loop_mark_capable(llm_arch arch);
 
 struct llama_loop_graph {
     enum route_mode {

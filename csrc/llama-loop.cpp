@@ -18,14 +18,15 @@
 #include <locale>
 #include <sstream>
 #include <cstdlib>
+#include <algorithm>
 #include <array>
+#include <mutex>
+#include <unordered_map>
 #include <cstring>
 #include <limits>
 #include <stdexcept>
 #include <string>
 #include <vector>
-#include <unordered_map>
-#include <mutex>
 
 namespace {
 
@@ -418,16 +419,7 @@ uint32_t llama_loop_extra_nodes(const llama_loop_recipe & recipe, const llama_mo
     return (uint32_t) std::min<uint64_t>(extra, UINT32_MAX / 2);
 }
 
-namespace {
-std::mutex g_capable_mutex;
-std::unordered_map<int, bool> g_capable; // llm_arch -> its builder goes through build_layer_stack
-thread_local int g_probing = 0;          // > 0 while a probe context is created on this thread
-} // namespace
-
 void llama_loop_init_context(llama_context * ctx) {
-    if (g_probing > 0) {
-        return; // a probe context of llama_loop_arch_supported runs the unmodified model
-    }
     if (const char * env = std::getenv("LOOPCPP_LOOP")) {
         if (*env) {
             apply_recipe(ctx, env, "LOOPCPP_LOOP");
@@ -564,44 +556,17 @@ int32_t llama_loop_format(const llama_loop_params * p, char * buf, size_t size) 
     return (int32_t) s.size();
 }
 
-// Which architectures loop is learnt from their graph builders: build_layer_stack marks the
-// architecture whenever it builds a graph (llama_loop_mark_capable). One not seen yet is probed
-// once by building its graph in a minimal context; there is no hand-kept list.
-void llama_loop_mark_capable(llm_arch arch) {
-    std::lock_guard<std::mutex> lock(g_capable_mutex);
-    g_capable[arch] = true;
-}
+// The architectures whose graph builder runs its layers through build_layer_stack, listed at
+// configure time from the patched builders themselves (csrc/loop_archs.py): no hand-kept list.
+static const llm_arch k_looping_archs[] = {
+#include "llama-loop-archs.inc"
+};
 
 bool llama_loop_arch_supported(const llama_model * model) {
-    if (!model) {
-        return false;
+    if (!model || model->hparams.n_layer() == 0) {
+        return false; // a vocabulary-only model has no layers to loop
     }
-    const int key = model->arch;
-    {
-        std::lock_guard<std::mutex> lock(g_capable_mutex);
-        const auto it = g_capable.find(key);
-        if (it != g_capable.end()) {
-            return it->second;
-        }
-    }
-    if (g_probing > 0 || model->hparams.n_layer() == 0) {
-        return false; // inside a probe, or a vocabulary-only model: no graph to learn from
-    }
-    llama_context_params cp = llama_context_default_params();
-    cp.n_ctx   = 64;
-    cp.n_batch = cp.n_ubatch = 8;
-    cp.n_seq_max = 1;
-    cp.no_perf   = true;
-    cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED; // some builders' flash path asserts (plm): the probe asks only about the loop
-    g_probing++;
-    llama_context * probe = llama_init_from_model(const_cast<llama_model *>(model), cp);
-    g_probing--;
-    if (!probe) {
-        return false; // no graph was built (e.g. out of memory): ask again next time
-    }
-    llama_free(probe);
-    std::lock_guard<std::mutex> lock(g_capable_mutex);
-    return g_capable.emplace(key, false).first->second; // not marked by the probe's graphs: no hook
+    return std::find(std::begin(k_looping_archs), std::end(k_looping_archs), model->arch) != std::end(k_looping_archs);
 }
 
 const char * llama_loop_arch_name(int32_t i) {

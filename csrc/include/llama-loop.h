@@ -128,9 +128,9 @@ LLAMA_API void llama_loop_clear(struct llama_context * ctx);
 // The reason for the last error of a llama_loop_* call on this thread ("" if none).
 LLAMA_API const char * llama_loop_last_error(void);
 
-// Whether `model`'s architecture has a loop-capable graph builder (false for NULL): one that runs
-// its layers through build_layer_stack. Learnt from the builder itself: the first call for an
-// architecture no context has built a graph for yet builds one in a small throwaway context.
+// Whether `model`'s architecture has a loop-capable graph builder (false for NULL or a model
+// without layers): one that runs its layers through build_layer_stack, as listed from the
+// patched builders when the library was configured.
 LLAMA_API bool llama_loop_arch_supported(const struct llama_model * model);
 
 // The architectures of the pinned llama.cpp, for listings: what llama.cpp says each one is.
