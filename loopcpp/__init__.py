@@ -7,16 +7,14 @@ Runge-Kutta), inside llama.cpp's graph, on quantized GGUF models.
 __version__ = "0.1.0"
 
 from .errors import (  # noqa: E402
-    BusyError, CancelledError, ClosedError, ContextError, ContextFullError, DecodeError, LibraryError, LoopConfigError,
-    LoopcppError, ModelLoadError,
+    BusyError, CancelledError, CatalogError, ChatTemplateError, ClosedError, ContextError, ContextFullError, DecodeError,
+    GrammarError, LibraryError, LoopConfigError, LoopcppError, ModelLoadError, StateError, TokenizeError,
 )
 from .loop import LoopConfig  # noqa: E402
 from .model import Model, architectures  # noqa: E402
 from .context import Context  # noqa: E402
-from .chat_template import ChatTemplateError  # noqa: E402
 from .generation import Completion, Generation, Timings, Token, TopLogprob, Usage  # noqa: E402
 from .sampling import Sampling  # noqa: E402
-from .state import StateError  # noqa: E402
 from ._paths import include_dir, lib_dir  # noqa: E402
 
 
@@ -27,9 +25,10 @@ def llama_cpp_lib_path() -> str:
 
 
 __all__ = [
-    "BusyError", "CancelledError", "ChatTemplateError", "ClosedError", "Completion", "Context", "ContextError",
-    "ContextFullError", "DecodeError", "Generation", "LibraryError", "LoopConfig", "LoopConfigError", "LoopcppError",
-    "Model", "ModelLoadError", "Sampling", "StateError", "Timings", "Token", "TopLogprob", "Usage", "__version__",
+    "BusyError", "CancelledError", "CatalogError", "ChatTemplateError", "ClosedError", "Completion", "Context",
+    "ContextError", "ContextFullError", "DecodeError", "Generation", "GrammarError", "LibraryError", "LoopConfig",
+    "LoopConfigError", "LoopcppError", "Model", "ModelLoadError", "Sampling", "StateError", "Timings", "Token",
+    "TokenizeError", "TopLogprob", "Usage", "__version__",
     "architectures",
     "include_dir", "lib_dir", "llama_cpp_lib_path",
 ]

@@ -12,7 +12,9 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ._lib import ffi, lib, log, last_loop_error
-from .errors import CancelledError, ClosedError, ContextError, DecodeError, LoopConfigError, ModelLoadError
+from .errors import (
+    CancelledError, ClosedError, ContextError, DecodeError, GrammarError, LoopConfigError, ModelLoadError, TokenizeError,
+)
 
 _CALL_FAILED = -2**31  # INT32_MIN: the vocabulary calls' error value (see llama-vocab.cpp)
 
@@ -181,7 +183,7 @@ class ModelHandle(_Owner):
         buf, n = _sized_call("llama_token", len(text) + 8, lambda b, cap: lib.llama_tokenize(
             self.vocab, text, len(text), b, cap, add_special, parse_special))
         if n < 0:
-            raise ValueError(f"tokenization failed: {log.recent_errors(1) or 'see the llama.cpp log'}")
+            raise TokenizeError(f"tokenization failed: {log.recent_errors(1) or 'see the llama.cpp log'}")
         return list(ffi.unpack(buf, n))
 
     def token_to_piece(self, token: int, special: bool) -> bytes:
@@ -536,7 +538,7 @@ class SamplerHandle(_Owner):
             log.clear()
             g = lib.llama_sampler_init_grammar(model.vocab, grammar.encode(), b"root")
             if g == ffi.NULL:
-                raise ValueError(f"the grammar does not parse: {log.recent_errors() or 'llama.cpp refused it'}")
+                raise GrammarError(f"the grammar does not parse: {log.recent_errors() or 'llama.cpp refused it'}")
             add(g)
         if s.greedy:
             add(lib.llama_sampler_init_greedy())

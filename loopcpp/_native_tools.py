@@ -9,7 +9,7 @@ import sys
 from cffi import FFI
 
 from ._paths import lib_dir
-from .errors import LibraryError
+from .errors import GrammarError, LibraryError
 
 _NAMES = {"darwin": "libloopcpp-tools.dylib", "win32": "loopcpp-tools.dll"}
 
@@ -34,7 +34,7 @@ def json_schema_to_grammar(schema: str) -> str:
     data = schema.encode()
     n = tools.loopcpp_json_schema_to_grammar(data, ffi.NULL, 0, err, len(err))
     if n < 0:
-        raise ValueError(f"json_schema: {ffi.string(err).decode(errors='replace').strip()}")
+        raise GrammarError(f"json_schema: {ffi.string(err).decode(errors='replace').strip()}")
     buf = ffi.new("char[]", n + 1)
     tools.loopcpp_json_schema_to_grammar(data, buf, n + 1, err, len(err))
     return ffi.string(buf, n).decode()

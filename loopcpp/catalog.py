@@ -21,13 +21,9 @@ from tqdm import tqdm
 
 from ._cachedir import NO_PIP, cache_dir, pip_command
 from ._paths import catalog_file
-from .errors import LoopcppError
+from .errors import CatalogError
 
 DEFAULT_MODEL = "smollm2-135m"
-
-
-class CatalogError(LoopcppError):
-    pass
 
 
 def catalog() -> dict[str, dict]:

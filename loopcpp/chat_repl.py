@@ -160,8 +160,7 @@ class ChatSession:
         return dropped
 
     def prompt_tokens(self) -> int:
-        text = self.model.apply_chat_template(self.messages, chat_template=self.chat_template)
-        return len(self.model.tokenize(text, add_special=True, parse_special=True))
+        return len(self.model.tokenize_chat(self.messages, chat_template=self.chat_template))
 
     def stats(self) -> str:
         d = self.last

@@ -10,6 +10,7 @@ markers the template writes, so a reply stops where the template would close the
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,7 +21,7 @@ import jinja2.ext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from ._internals import apply_builtin_template, builtin_template_names
-from .errors import LoopcppError
+from .errors import ChatTemplateError
 
 if TYPE_CHECKING:
     from .model import Model
@@ -33,10 +34,6 @@ DEFAULT_FALLBACK_TEMPLATE = "chatml"
 # as one token become stop tokens (most are end-of-generation tokens already).
 END_OF_TURN_MARKERS = ("<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>",
                        "<|end_of_text|>", "</s>", "<|return|>", "<｜end▁of▁sentence｜>")
-
-
-class ChatTemplateError(LoopcppError, ValueError):
-    """A chat template could not be found, parsed or rendered for these messages."""
 
 
 def _raise_exception(message: str):
@@ -75,6 +72,34 @@ class ChatTemplate:
     def is_builtin(self) -> bool:
         return self.source in builtin_template_names()
 
+    def tokenize(self, model: "Model", messages: Sequence[dict], add_generation_prompt: bool = True,
+                 **extra) -> list[int]:
+        """The prompt tokens for messages. Only the template's own markup may become special
+        tokens; message content is always text, so a user who types "<|im_end|>" sends those
+        characters, not the end-of-turn token.
+
+        Content that holds no special-token text is tokenized with the rest in one piece, as
+        llama.cpp does. Otherwise the template is rendered again with a sentinel in place of each
+        content: the text between sentinels is markup, and each content is tokenized as text
+        (as the template wrote it where that is the content itself or trimmed, else verbatim)."""
+        messages = _check_messages(messages)
+        text = self.render(messages, add_generation_prompt, **extra)
+        add_bos = needs_bos(model, text)
+        if not any(_has_special_text(model, m["content"]) for m in messages):
+            return model.tokenize(text, add_special=add_bos, parse_special=True)
+        sentinels = [{**m, "content": f"\ue000{i}\ue001"} for i, m in enumerate(messages)]
+        parts = re.split("\ue000(\\d+)\ue001", self.render(sentinels, add_generation_prompt, **extra))
+        tokens = model.tokenize(parts[0], add_special=add_bos, parse_special=True)
+        pos = len(parts[0]) if text.startswith(parts[0]) else -1  # where `text` is aligned up to
+        for index, markup in zip(parts[1::2], parts[2::2]):
+            content = messages[int(index)]["content"]
+            written = next((c for c in (content, content.strip(), content.lstrip(), content.rstrip())
+                            if pos >= 0 and text.startswith(c + markup, pos)), None)
+            pos = pos + len(written) + len(markup) if written is not None else -1
+            tokens += model.tokenize(content if written is None else written, add_special=False, parse_special=False)
+            tokens += model.tokenize(markup, add_special=False, parse_special=True)
+        return tokens
+
     def render(self, messages: Sequence[dict], add_generation_prompt: bool = True, **extra) -> str:
         """The prompt text for messages. `extra` reaches the template as variables (e.g. tools,
         enable_thinking); built-ins ignore it."""
@@ -96,14 +121,42 @@ class ChatTemplate:
 
 
 def _check_messages(messages: Sequence[dict]) -> list[dict]:
+    """The messages with each content as text: a list of content parts ([{"type": "text",
+    "text": ...}], as OpenAI's API allows) becomes their text, joined."""
     out = []
     for m in messages:
         if not isinstance(m, dict) or "role" not in m or "content" not in m:
             raise ChatTemplateError(f"a chat message needs 'role' and 'content', got {m!r}")
-        if not isinstance(m["content"], (str, list)):  # text, or a list of content parts
-            raise ChatTemplateError(f"a chat message's content must be a string, got {m['content']!r}")
-        out.append(m)
+        content = m["content"]
+        if isinstance(content, list):
+            content = "".join(_part_text(part) for part in content)
+        elif not isinstance(content, str):
+            raise ChatTemplateError(f"a chat message's content must be a string or a list of text parts, got {content!r}")
+        out.append({**m, "content": content})
     return out
+
+
+def _part_text(part) -> str:
+    if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
+        return part["text"]
+    kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+    raise ChatTemplateError(f"a content part of type {kind!r} is not supported: only text parts "
+                            '({"type": "text", "text": ...}) are')
+
+
+def _has_special_text(model: "Model", text: str) -> bool:
+    """Would tokenizing text with special-token parsing produce a control token?"""
+    return model.tokenize(text, add_special=False, parse_special=True) != model.tokenize(
+        text, add_special=False, parse_special=False)
+
+
+def needs_bos(model: "Model", text: str) -> bool:
+    """Does a prompt of this text need the model's BOS added (it wants one and the text does not
+    begin with it already)?"""
+    if not model._h.add_bos():
+        return False
+    bos_text = model.token_to_piece(model.bos, special=True).decode(errors="replace")
+    return not (bos_text and text.startswith(bos_text))
 
 
 _cache: dict[str, jinja2.Template] = {}

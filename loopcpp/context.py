@@ -7,6 +7,7 @@ import functools
 import random
 import threading
 import time
+import weakref
 from typing import TYPE_CHECKING, Iterator, Optional, Sequence, Union
 
 import numpy as np
@@ -89,6 +90,7 @@ class Context:
         loop_cfg = as_loop_config(loop)  # validate before any native work
         self._lock = threading.RLock()
         self._streaming = False
+        self._idle_cancels = 0  # cancel() calls that found nothing running (they stop the next generation)
         threads = n_threads or default_threads()
         if flash_attn is None:
             flash_attn = default_flash_attn()
@@ -363,16 +365,19 @@ class Context:
         # built now, so a grammar that does not parse raises here rather than at the first token
         seed = sampling.seed if sampling.seed is not None else random.getrandbits(32)
         sampler = SamplerHandle(self.model._h, sampling, seed, history=prompt_tokens, grammar=sampling.grammar_text())
-        self._h.set_cancelled(False)  # a cancel() from now on stops this generation, even before it starts
         gen = Generation()
-        gen._steps = self._stream(gen, prompt_tokens, max_tokens, [x for x in stops if x], stop_ids, sampler, logprobs)
+        # a cancel() from now on stops it, even before it starts; one meant for a generation
+        # already running does not (the stream holds only a weak reference: a Generation dropped
+        # unfinished is closed at once, giving the context back)
+        gen._steps = self._stream(weakref.ref(gen), gen._tokens, self._idle_cancels, prompt_tokens, max_tokens,
+                                  [x for x in stops if x], stop_ids, sampler, logprobs)
         return gen
 
-    def _stream(self, gen: Generation, prompt: list[int], max_tokens: int, stop: list[str], stop_ids: set[int],
-                sampler: SamplerHandle, logprobs: Optional[int]) -> Iterator[Token]:
+    def _stream(self, gen: "weakref.ref[Generation]", out: list[Token], idle_cancels: int, prompt: list[int],
+                max_tokens: int, stop: list[str], stop_ids: set[int], sampler: SamplerHandle,
+                logprobs: Optional[int]) -> Iterator[Token]:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         held = ""  # text held back because it may begin a stop string
-        out = gen._tokens  # what has been streamed, in order
         finish, cached, n_generated, n_prompt_evaluated = "cancelled", 0, 0, 0
         t_prompt = t_gen = 0.0
         with self._lock:
@@ -381,8 +386,11 @@ class Context:
                 raise BusyError("another generation is in progress on this context: finish or close() "
                                 "that generator first, or use a second context")
             self._streaming = True
+            self._h.set_cancelled(self._idle_cancels != idle_cancels)  # cancelled since it was made?
         t0 = t1 = time.perf_counter()
         try:
+            if self._h.cancelled:
+                return
             try:
                 with self._lock:
                     self._prefill(prompt)
@@ -436,10 +444,11 @@ class Context:
             t_gen = time.perf_counter() - t1 if n_generated else 0.0
             self._streaming = False
             sampler.close()
-            gen._finish(Completion(
-                "".join(t.text for t in out), "stop" if finish == "stop_token" else finish,
-                Usage(len(prompt), n_generated, cached),
-                Timings(t_prompt * 1000, n_prompt_evaluated, t_gen * 1000, n_generated), tuple(out)))
+            if (g := gen()) is not None:
+                g._finish(Completion(
+                    "".join(t.text for t in out), "stop" if finish == "stop_token" else finish,
+                    Usage(len(prompt), n_generated, cached),
+                    Timings(t_prompt * 1000, n_prompt_evaluated, t_gen * 1000, n_generated), tuple(out)))
 
     def _logprobs(self, token: int, n: int) -> tuple[float, Optional[tuple[TopLogprob, ...]]]:
         """The model's log-probability of token (before sampling's transforms) and the n most
@@ -465,24 +474,22 @@ class Context:
         end-of-turn tokens. The cached prefix of the previous turn is reused. stream=True returns
         the Generation to iterate; otherwise its Completion."""
         tmpl = self.model.chat_format if chat_template is None else self.model._resolve_template(chat_template)
-        text = tmpl.render(messages, add_generation_prompt=True)
-        tokens = self.model.tokenize(text, add_special=self._needs_bos(text), parse_special=True)
+        tokens = tmpl.tokenize(self.model, messages, add_generation_prompt=True)
         kw["stop_tokens"] = list(kw.get("stop_tokens", ())) + tmpl.stop_tokens
         gen = self.generate(tokens, **kw)
         return gen if stream else gen.completion
 
-    def _needs_bos(self, text: str) -> bool:
-        if not self.model._h.add_bos():
-            return False
-        bos_text = self.model.token_to_piece(self.model.bos, special=True).decode(errors="replace")
-        return not (bos_text and text.startswith(bos_text))
-
     def cancel(self) -> None:
         """Stops the evaluation or generation in progress, from any thread (a UI's stop button,
         a Ctrl-C handler): compute stops within a graph node, a generation ends with finish_reason
-        "cancelled", eval() raises CancelledError. The cache keeps what was complete."""
-        if not self._h.closed:
-            self._h.set_cancelled(True)
+        "cancelled", eval() raises CancelledError. The cache keeps what was complete. With nothing
+        running, it stops the next generation already made (by generate() or chat(stream=True))."""
+        if self._h.closed:
+            return
+        if not self._streaming and self._lock.acquire(blocking=False):  # nothing is running
+            self._idle_cancels += 1
+            self._lock.release()
+        self._h.set_cancelled(True)
 
     # --- embeddings --------------------------------------------------------------------------
     @_exclusive

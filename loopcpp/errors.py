@@ -37,5 +37,26 @@ class ClosedError(LoopcppError, ValueError):
     """A Model or Context was used after close() (as a file is: a ValueError)."""
 
 
-class BusyError(ContextError):
-    """A context is in the middle of a generation that has not finished."""
+class BusyError(LoopcppError, RuntimeError):
+    """A context is in the middle of a generation that has not finished (finish or close() it,
+    or use a second context)."""
+
+
+class TokenizeError(LoopcppError, ValueError):
+    """Text could not be tokenized with this model's vocabulary."""
+
+
+class GrammarError(LoopcppError, ValueError):
+    """A GBNF grammar does not parse, or a JSON schema cannot be converted to one."""
+
+
+class ChatTemplateError(LoopcppError, ValueError):
+    """A chat template could not be found, parsed or rendered for these messages."""
+
+
+class StateError(LoopcppError, ValueError):
+    """A saved state does not fit this context (another model, another loop, damaged bytes)."""
+
+
+class CatalogError(LoopcppError):
+    """A catalog model is unknown or could not be fetched."""

@@ -148,6 +148,13 @@ class Model:
         tmpl = self.chat_format if chat_template is None else self._resolve_template(chat_template)
         return tmpl.render(messages, add_generation_prompt, **extra)
 
+    def tokenize_chat(self, messages: Sequence[dict], add_generation_prompt: bool = True,
+                      chat_template: Optional[str] = None, **extra) -> list[int]:
+        """The prompt tokens chat() evaluates for messages: the template's markup may become
+        special tokens, message content never does (text a user types stays text)."""
+        tmpl = self.chat_format if chat_template is None else self._resolve_template(chat_template)
+        return tmpl.tokenize(self, messages, add_generation_prompt, **extra)
+
     # --- embeddings --------------------------------------------------------------------------
     @property
     def pooling(self) -> str:

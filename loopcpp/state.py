@@ -11,7 +11,7 @@ import struct
 from typing import TYPE_CHECKING, Optional, Sequence
 
 from . import __version__
-from .errors import LoopcppError
+from .errors import StateError
 
 if TYPE_CHECKING:
     from .context import Context
@@ -19,10 +19,6 @@ if TYPE_CHECKING:
 
 MAGIC = b"LOOPCPP-STATE\0"
 FORMAT = 1
-
-
-class StateError(LoopcppError, ValueError):
-    """A saved state does not fit this context (another model, another loop, damaged bytes)."""
 
 
 def _model_id(model: "Model") -> dict:

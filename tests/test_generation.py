@@ -304,6 +304,40 @@ def test_closing_the_context_mid_generation_from_another_thread_is_safe(smollm2_
     assert r.stdout.split() == ["OK", "True", "1"]
 
 
+def test_a_cancel_for_the_running_reply_survives_another_generate(tiny_models):
+    """A second caller's generate() must not wipe a cancel() meant for the reply that is running;
+    the second generation then runs as usual."""
+    with tiny_models["llama"].context(n_ctx=128) as ctx:
+        first = ctx.generate([5, 6, 7], max_tokens=40, ignore_eos=True)
+        next(first)
+        ctx.cancel()  # the stop button, for the reply on screen
+        second = ctx.generate([8, 9], max_tokens=3, ignore_eos=True)  # another caller, queued
+        rest = list(first)  # at most the flush of a UTF-8 sequence the first token began
+        assert all(t.id == -1 for t in rest) and first.completion.finish_reason == "cancelled"
+        assert first.completion.usage.completion_tokens == 1
+        assert second.completion.finish_reason == "length" and second.completion.usage.completion_tokens == 3
+
+
+def test_an_abandoned_generation_gives_the_context_back(tiny_models):
+    """An app that drops a Generation unfinished does not leave the context busy until the
+    garbage collector runs: the generation is closed as the last reference goes."""
+    import gc
+
+    with tiny_models["llama"].context(n_ctx=128) as ctx:
+        gc.disable()
+        try:
+            gen = ctx.generate([5, 6, 7], max_tokens=40, ignore_eos=True)
+            next(gen)
+            del gen
+            ctx.eval([1, 2])  # BusyError while the generation were alive
+        finally:
+            gc.enable()
+        with ctx.generate([5, 6], max_tokens=20, ignore_eos=True) as gen:  # close() through `with`
+            next(gen)
+        assert gen.finish_reason == "cancelled"
+        ctx.eval([3])
+
+
 def test_cancel_makes_eval_raise_and_the_next_call_runs(smollm2):
     prompt = long_prompt(smollm2, 1000)
     with smollm2.context(n_ctx=2048, n_batch=1024, n_ubatch=64, capture=["l_out-0"]) as ctx:
