@@ -109,7 +109,7 @@ class Context:
         self.n_seq_max: int = n_seq_max
         self.embeddings: bool = embeddings
         self.pooling: Optional[str] = pooling
-        self.tokens: list[int] = []  # what the KV cache holds for sequence 0, in order
+        self._tokens: list[int] = []  # what the KV cache holds for sequence 0, in order
         self._several_sequences = False  # eval_batch filled the cache; eval() needs reset() first
         self._ubatch_starts: list[int] = []  # positions where a ubatch began (see _prefill)
         self._reused = 0  # prompt tokens the last _prefill kept from the cache
@@ -162,8 +162,14 @@ class Context:
 
     # --- evaluation --------------------------------------------------------------------------
     @property
+    def tokens(self) -> tuple[int, ...]:
+        """What the KV cache holds for sequence 0, in order (read-only: reset(), eval() and the
+        generation methods change it)."""
+        return tuple(self._tokens)
+
+    @property
     def n_past(self) -> int:
-        return len(self.tokens)
+        return len(self._tokens)
 
     @_exclusive
     def reset(self) -> None:
@@ -172,7 +178,7 @@ class Context:
 
     def _reset(self) -> None:
         self._h.memory_clear()
-        self.tokens = []
+        self._tokens = []
         self._ubatch_starts = []
         self._several_sequences = False
 
@@ -206,11 +212,11 @@ class Context:
             kept = self._h.pos_max() + 1 - self.n_past
             if kept > 0:
                 self._ubatch_starts += [b for b in starts if b < self.n_past + kept]
-                self.tokens += tokens[:kept]
+                self._tokens += tokens[:kept]
             raise
         else:
             self._ubatch_starts += starts
-            self.tokens += tokens
+            self._tokens += tokens
         finally:
             self._sync()
         return out
@@ -286,15 +292,15 @@ class Context:
         return [pos0 + c + u for c in range(0, n, self.n_batch) for u in range(0, min(self.n_batch, n - c), self.n_ubatch)]
 
     def _sync(self) -> None:
-        """Makes self.tokens agree with the cache after an error or interruption."""
+        """Makes self._tokens agree with the cache after an error or interruption."""
         n_cache = self._h.pos_max() + 1
-        if n_cache < len(self.tokens):
+        if n_cache < len(self._tokens):
             self._truncate(n_cache)
-        elif n_cache > len(self.tokens) and not self._h.seq_rm(len(self.tokens)):
+        elif n_cache > len(self._tokens) and not self._h.seq_rm(len(self._tokens)):
             self._reset()
 
     def _truncate(self, n: int) -> None:
-        self.tokens = self.tokens[:n]
+        self._tokens = self._tokens[:n]
         self._ubatch_starts = [b for b in self._ubatch_starts if b < n]
 
     def _prefill(self, prompt: list[int]) -> None:
@@ -305,14 +311,14 @@ class Context:
         reuse stops at the start of a ubatch of the earlier evaluation: the same prompt twice then
         gives the same answer, and a chat turn continues exactly where the cache left off."""
         n = 0
-        for a, b in zip(self.tokens, prompt):
+        for a, b in zip(self._tokens, prompt):
             if a != b:
                 break
             n += 1
         n = min(n, len(prompt) - 1)  # re-evaluate at least one token to get its logits
         if self.loop.enabled:
             n = max((b for b in self._ubatch_starts if b <= n), default=0)
-        if n < len(self.tokens):
+        if n < len(self._tokens):
             if not self._h.seq_rm(n):
                 self._reset()
                 n = 0
@@ -338,13 +344,22 @@ class Context:
     def generate(self, prompt: Union[str, Sequence[int]], max_tokens: int = 256,
                  stop: Union[str, Sequence[str]] = (), stop_tokens: Sequence[int] = (),
                  add_special: bool = True, parse_special: bool = True, sampling: Optional[Sampling] = None,
-                 logprobs: Optional[int] = None, **sampling_kw) -> Generation:
+                 logprobs: Optional[int] = None, cache: str = "prefix", **sampling_kw) -> Generation:
         """Streams Tokens after prompt until an end-of-generation token, a stop string or stop
         token, max_tokens, the end of the context or cancel(); the Generation's `completion`
         then says which (finish_reason "eog", "stop", "length", "context", "cancelled") with
         token usage and timings. Sampling keywords (temperature=, top_k=, grammar=, ...) change
         `sampling` (or the defaults). logprobs=N gives each token's log-probability and its N
-        most likely alternatives (0: the token's only)."""
+        most likely alternatives (0: the token's only).
+
+        cache says what the prompt is to what the KV cache holds (`tokens`):
+        "prefix" (default): the prompt is the whole text, and the cache's longest common prefix
+        with it is reused (the rest of the cache is dropped);
+        "continue": the prompt follows what the cache holds, e.g. after load_state() or a
+        previous reply (it may be empty then: the reply continues the cache);
+        "reset": the cache is emptied first."""
+        if cache not in ("prefix", "continue", "reset"):
+            raise ValueError(f"cache={cache!r} must be 'prefix', 'continue' or 'reset'")
         sampling = sampling_from(sampling, **sampling_kw)
         if not isinstance(max_tokens, int) or max_tokens < 0:
             raise ValueError(f"max_tokens={max_tokens!r} must be an int >= 0")
@@ -354,27 +369,30 @@ class Context:
         stop_ids = set(self.model._check_tokens(stop_tokens))
         if logprobs is not None and (not isinstance(logprobs, int) or not 0 <= logprobs <= self.model.n_vocab):
             raise ValueError(f"logprobs={logprobs!r} must be None or an int in [0, n_vocab]")
-        prompt_tokens = (self.model.tokenize(prompt, add_special, parse_special)
-                         if isinstance(prompt, str) else self.model._check_tokens(prompt))
-        if not prompt_tokens:
-            raise ValueError("the prompt is empty")
+        if isinstance(prompt, str):  # a continuation starts no new text: no BOS
+            prompt_tokens = self.model.tokenize(prompt, add_special and cache != "continue", parse_special) if prompt else []
+        else:
+            prompt_tokens = self.model._check_tokens(prompt)
+        if not prompt_tokens and (cache != "continue" or not self._tokens):
+            raise ValueError("the prompt is empty" + (" and so is the cache" if cache == "continue" else ""))
         if len(prompt_tokens) > self.n_ctx:
             raise ContextFullError(f"the prompt has {len(prompt_tokens)} tokens but the context holds {self.n_ctx}")
         if self.embeddings:
             raise ValueError("an embeddings context does not generate: use embed(), or a context without embeddings=True")
         # built now, so a grammar that does not parse raises here rather than at the first token
         seed = sampling.seed if sampling.seed is not None else random.getrandbits(32)
-        sampler = SamplerHandle(self.model._h, sampling, seed, history=prompt_tokens, grammar=sampling.grammar_text())
+        history = self._tokens + prompt_tokens if cache == "continue" else prompt_tokens
+        sampler = SamplerHandle(self.model._h, sampling, seed, history=history, grammar=sampling.grammar_text())
         gen = Generation()
         # a cancel() from now on stops it, even before it starts; one meant for a generation
         # already running does not (the stream holds only a weak reference: a Generation dropped
         # unfinished is closed at once, giving the context back)
-        gen._steps = self._stream(weakref.ref(gen), gen._tokens, self._idle_cancels, prompt_tokens, max_tokens,
+        gen._steps = self._stream(weakref.ref(gen), gen._tokens, self._idle_cancels, prompt_tokens, cache, max_tokens,
                                   [x for x in stops if x], stop_ids, sampler, logprobs)
         return gen
 
     def _stream(self, gen: "weakref.ref[Generation]", out: list[Token], idle_cancels: int, prompt: list[int],
-                max_tokens: int, stop: list[str], stop_ids: set[int], sampler: SamplerHandle,
+                cache: str, max_tokens: int, stop: list[str], stop_ids: set[int], sampler: SamplerHandle,
                 logprobs: Optional[int]) -> Iterator[Token]:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         held = ""  # text held back because it may begin a stop string
@@ -387,6 +405,10 @@ class Context:
                                 "that generator first, or use a second context")
             self._streaming = True
             self._h.set_cancelled(self._idle_cancels != idle_cancels)  # cancelled since it was made?
+            if cache == "reset":
+                self._reset()
+            elif cache == "continue":  # what the cache holds when the generation starts
+                prompt = self._tokens + prompt
         t0 = t1 = time.perf_counter()
         try:
             if self._h.cancelled:
@@ -553,7 +575,7 @@ class Context:
         conversations saves each conversation's sequence)."""
         self._check_seq(seq)
         data = self._h.state_get(seq)
-        tokens = self.tokens if seq in (None, 0) and not self._several_sequences else []
+        tokens = self._tokens if seq in (None, 0) and not self._several_sequences else []
         return _state.pack(self, data, seq, tokens, self._ubatch_starts if tokens else [],
                            several_sequences=self._several_sequences and seq is None)
 
@@ -585,7 +607,7 @@ class Context:
         if seq is None:
             self._several_sequences = header.get("several_sequences", False)
         if seq in (None, 0):
-            self.tokens = list(header["tokens"])
+            self._tokens = list(header["tokens"])
             self._ubatch_starts = list(header["ubatch_starts"])
             if not self._several_sequences:
                 self._sync()

@@ -172,7 +172,7 @@ def test_chat_evaluates_the_safe_tokens(smollm2):
     with smollm2.context(n_ctx=256) as ctx:
         ctx.chat(INJECTION, max_tokens=1)
         safe = smollm2.tokenize_chat(INJECTION)
-        assert ctx.tokens[:len(safe)] == safe
+        assert list(ctx.tokens[:len(safe)]) == safe
 
 
 @pytest.mark.parametrize("template", TEMPLATES)

@@ -351,16 +351,42 @@ def test_cancel_makes_eval_raise_and_the_next_call_runs(smollm2):
 
 # --- state --------------------------------------------------------------------------------
 def test_saved_state_continues_exactly(smollm2, tmp_path):
+    """cache="continue" appends to what the cache holds: the reply after a restored state is the
+    one the original context gives, from its cached tokens (none re-evaluated but the last)."""
     with smollm2.context(n_ctx=256, loop="auto") as ctx:
         greedy(ctx, n=4)
+        n_cached = ctx.n_past
         saved = ctx.save_state()
         ctx.save_state_file(tmp_path / "s.bin")
-        want = ctx.complete(" four,", max_tokens=8, temperature=0).text
+        want = ctx.complete(" four,", max_tokens=8, temperature=0, cache="continue")
+        assert want.usage.cached_tokens >= n_cached - 1
     for load in (lambda c: c.load_state(saved), lambda c: c.load_state_file(tmp_path / "s.bin")):
         with smollm2.context(n_ctx=256, loop="auto") as ctx:
             load(ctx)
-            assert ctx.n_past > 0
-            assert ctx.complete(" four,", max_tokens=8, temperature=0).text == want
+            assert ctx.n_past == n_cached
+            got = ctx.complete(" four,", max_tokens=8, temperature=0, cache="continue")
+            assert got.text == want.text and got.usage.cached_tokens == want.usage.cached_tokens
+
+
+def test_the_cache_modes(tiny_models):
+    """"prefix" (the default) treats the prompt as the whole text and keeps the common prefix;
+    "continue" appends (an empty prompt continues the cache); "reset" starts afresh."""
+    with tiny_models["llama"].context(n_ctx=128) as ctx:
+        ctx.complete([5, 6, 7, 8], max_tokens=2, temperature=0, ignore_eos=True)
+        assert isinstance(ctx.tokens, tuple) and len(ctx.tokens) == 6  # the prompt and both reply tokens
+        again = ctx.complete([5, 6, 9], max_tokens=1, temperature=0, ignore_eos=True)
+        assert again.usage.cached_tokens == 2 and ctx.tokens[:3] == (5, 6, 9) and len(ctx.tokens) == 4
+        more = ctx.complete([10], max_tokens=1, temperature=0, ignore_eos=True, cache="continue")
+        assert (more.usage.prompt_tokens, more.usage.cached_tokens) == (5, 4) and ctx.tokens[4] == 10
+        before = ctx.tokens
+        cont = ctx.complete([], max_tokens=1, temperature=0, ignore_eos=True, cache="continue")
+        assert ctx.tokens[:len(before)] == before and cont.usage.cached_tokens == len(before) - 1
+        fresh = ctx.complete([5, 6, 7, 8], max_tokens=1, temperature=0, ignore_eos=True, cache="reset")
+        assert fresh.usage.cached_tokens == 0
+        with pytest.raises(ValueError, match="cache="):
+            ctx.complete([5], cache="append")
+        with pytest.raises(AttributeError):
+            ctx.tokens = ()
 
 
 def test_a_state_from_another_loop_is_refused_or_adopted(smollm2):
@@ -379,11 +405,12 @@ def test_per_sequence_states_switch_conversations(smollm2):
     with smollm2.context(n_ctx=256) as ctx:
         greedy(ctx, "Conversation A: the sky is", n=3)
         a = ctx.save_state(seq=0)
-        want_a = ctx.complete(" and", max_tokens=5, temperature=0).text
+        want_a = ctx.complete(" and", max_tokens=5, temperature=0, cache="continue").text
         ctx.reset()
         greedy(ctx, "Conversation B: water is", n=3)
         ctx.load_state(a, seq=0)  # back to A
-        assert ctx.complete(" and", max_tokens=5, temperature=0).text == want_a
+        back = ctx.complete(" and", max_tokens=5, temperature=0, cache="continue")
+        assert back.text == want_a and back.usage.cached_tokens > 0
         with pytest.raises(loopcpp.StateError, match="seq=None"):
             ctx.load_state(a)
 
