@@ -16,6 +16,7 @@ from .context import Context  # noqa: E402
 from .generation import Completion, Generation, Timings, Token, TopLogprob, Usage  # noqa: E402
 from .sampling import Sampling  # noqa: E402
 from ._paths import include_dir, lib_dir  # noqa: E402
+from ._lib import init  # noqa: E402
 
 
 def llama_cpp_lib_path() -> str:
@@ -30,5 +31,5 @@ __all__ = [
     "LoopConfigError", "LoopcppError", "Model", "ModelLoadError", "Sampling", "StateError", "Timings", "Token",
     "TokenizeError", "TopLogprob", "Usage", "__version__",
     "architectures",
-    "include_dir", "lib_dir", "llama_cpp_lib_path",
+    "include_dir", "init", "lib_dir", "llama_cpp_lib_path",
 ]

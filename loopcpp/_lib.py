@@ -105,7 +105,6 @@ class _Log:
         self.lines.clear()
 
 
-lib = _open()
 log = _Log()
 
 
@@ -117,12 +116,51 @@ def _log_callback(level, text, _user_data):  # pragma: no cover - called from C
         pass
 
 
-lib.llama_log_set(_log_callback, ffi.NULL)
-lib.llama_backend_init()
-if lib.ggml_backend_dev_count() == 0:
-    # A portable build (GGML_BACKEND_DL) loads its backend modules from beside libggml in
-    # llama_backend_init; none loading means none runs on this machine.
-    raise LibraryError(f"no ggml backend in {library_path().parent} runs on this machine: {log.recent_errors()}")
+class _Library:
+    """The native library, loaded on first use (an attribute of `lib`), not at import: importing
+    loopcpp loads nothing and sets nothing process-wide. Loading routes llama.cpp's log into the
+    `loopcpp` logger unless init(capture_log=False) came first."""
+
+    def __init__(self) -> None:
+        self._lib = None
+        self._lock = threading.Lock()
+        self.capture_log = True
+
+    @property
+    def loaded(self) -> bool:
+        return self._lib is not None
+
+    def load(self):
+        with self._lock:
+            if self._lib is None:
+                lib = _open()
+                if self.capture_log:
+                    lib.llama_log_set(_log_callback, ffi.NULL)
+                lib.llama_backend_init()
+                if lib.ggml_backend_dev_count() == 0:
+                    # A portable build (GGML_BACKEND_DL) loads its backend modules from beside
+                    # libggml in llama_backend_init; none loading means none runs on this machine.
+                    raise LibraryError(f"no ggml backend in {library_path().parent} runs on this machine: "
+                                       f"{log.recent_errors()}")
+                self._lib = lib
+        return self._lib
+
+    def __getattr__(self, name: str):
+        value = getattr(self._lib if self._lib is not None else self.load(), name)
+        setattr(self, name, value)  # later lookups skip __getattr__
+        return value
+
+
+lib = _Library()
+
+
+def init(capture_log: bool = True) -> None:
+    """Loads the native library now (otherwise the first Model or other native call does).
+    capture_log=False leaves llama.cpp's log where llama.cpp writes it (stderr) instead of the
+    `loopcpp` logger; error messages then cannot quote it. A second call changes nothing."""
+    if not lib.loaded:
+        lib.capture_log = capture_log
+    lib.load()
 
 
 def backends() -> list[str]:

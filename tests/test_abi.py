@@ -1,6 +1,7 @@
 """The cffi declarations match the real headers field for field (sizes and offsets), so the
 ABI-mode bindings read and write the structs exactly as the library does."""
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -53,3 +54,32 @@ def test_mismatched_library_is_refused(monkeypatch):
     monkeypatch.setattr(L, "__version__", "9.9.9")
     with pytest.raises(loopcpp.LibraryError, match="reinstall loopcpp"):
         L._open()
+
+
+def run_python(code: str, *args: str):
+    import sys
+
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="reads /proc/self/maps")
+def test_importing_loads_no_native_library():
+    """Importing the package and its tools maps no libllama and sets no log callback; the first
+    native call loads it."""
+    r = run_python("import loopcpp, loopcpp.cli, loopcpp.evals, loopcpp.serve, loopcpp.bench, loopcpp.catalog\n"
+                   "print('libllama' in open('/proc/self/maps').read())\n"
+                   "loopcpp.Model.__init__  # nothing native yet\n"
+                   "from loopcpp._lib import lib\n"
+                   "lib.llama_loop_api_version()\n"
+                   "print('libllama' in open('/proc/self/maps').read())")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["False", "True"]
+
+
+def test_init_can_leave_llama_cpps_log_on_stderr(tiny_paths):
+    code = "import sys, loopcpp\nif sys.argv[2] == 'stderr': loopcpp.init(capture_log=False)\nloopcpp.Model(sys.argv[1])"
+    routed = run_python(code, str(tiny_paths["llama"]), "logger")
+    raw = run_python(code, str(tiny_paths["llama"]), "stderr")
+    assert routed.returncode == raw.returncode == 0, routed.stderr + raw.stderr
+    assert "llama_model_loader" not in routed.stderr  # into the `loopcpp` logger, which prints nothing
+    assert "llama_model_loader" in raw.stderr
