@@ -294,7 +294,7 @@ class ContextHandle(_Owner):
             params.pooling_type = pooling
         # cancel(): compute stops at its next graph node once the flag is set (from any thread)
         self._abort_flag = ffi.new("int32_t *")
-        params.abort_callback = ffi.cast("void *", ffi.addressof(lib, "llama_loop_abort_on_flag"))
+        params.abort_callback = ffi.cast("void *", ffi.addressof(lib.load(), "llama_loop_abort_on_flag"))
         params.abort_callback_data = self._abort_flag
         log.clear()
         ptr = lib.llama_init_from_model(model_ptr, params)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import operator
 import os
+import threading
 import weakref
 from typing import TYPE_CHECKING, Optional, Sequence
 
@@ -59,6 +60,9 @@ class Model:
         self._h = ModelHandle(self.path, n_gpu_layers, use_mmap, vocab_only, repack, use_mlock, tuple(rpc),
                               tuple(tensor_split))
         self._contexts: "weakref.WeakSet[Context]" = weakref.WeakSet()
+        self._embedder: Optional["Context"] = None  # embed()'s context, kept for the next call
+        self._embedder_key: Optional[tuple] = None
+        self._embedder_lock = threading.Lock()
         self.metadata: dict[str, str] = self._h.metadata()
         self.arch: str = self.metadata.get("general.architecture", "unknown")
         # a vocabulary-only model has no layers: llama.cpp aborts if asked for their shapes
@@ -169,19 +173,33 @@ class Model:
 
     def embed(self, texts: "str | Sequence[str]", pooling: Optional[str] = None, normalize: bool = True,
               loop=None, **context_kw):
-        """Pooled embeddings of texts, as Context.embed() on a temporary embeddings context sized
-        for them (loop= as for any context)."""
+        """Pooled embeddings of texts, as Context.embed() on an embeddings context sized for them
+        (loop= as for any context). The context is kept for the next call, and made again only
+        when a call needs a larger one or other settings; close() frees it with the model."""
         from .context import Context
 
         items = [texts] if isinstance(texts, str) else list(texts)
         longest = max((len(self.tokenize(t)) for t in items if isinstance(t, str)), default=1)
         size = max(512, -(-longest // 64) * 64)  # a multiple of 64, so any n_seq_max <= 64 divides it
-        context_kw.setdefault("n_ctx", size)
-        context_kw.setdefault("n_batch", context_kw["n_ctx"])
-        context_kw.setdefault("n_ubatch", context_kw["n_batch"])
-        context_kw.setdefault("n_seq_max", 1 << min(6, max(0, len(items) - 1).bit_length()))
-        with Context(self, embeddings=True, pooling=pooling, loop=loop, **context_kw) as ctx:
-            return ctx.embed(texts, normalize=normalize)
+        n_seq = 1 << min(6, max(0, len(items) - 1).bit_length())
+        key = (pooling, repr(loop), tuple(sorted((k, repr(v)) for k, v in context_kw.items())))
+        with self._embedder_lock:
+            ctx = self._embedder
+            fits = (ctx is not None and not ctx.closed and self._embedder_key == key
+                    and ctx.n_ctx >= context_kw.get("n_ctx", size) and ctx.n_seq_max >= context_kw.get("n_seq_max", n_seq))
+            if not fits:
+                if ctx is not None and self._embedder_key == key:  # grow, never shrink
+                    size, n_seq = max(size, ctx.n_ctx), max(n_seq, ctx.n_seq_max)
+                if ctx is not None:
+                    ctx.close()
+                kw = dict(context_kw)
+                kw.setdefault("n_ctx", size)
+                kw.setdefault("n_batch", kw["n_ctx"])
+                kw.setdefault("n_ubatch", kw["n_batch"])
+                kw.setdefault("n_seq_max", n_seq)
+                self._embedder = ctx = Context(self, embeddings=True, pooling=pooling, loop=loop, **kw)
+                self._embedder_key = key
+        return ctx.embed(texts, normalize=normalize)
 
     # --- contexts ----------------------------------------------------------------------------
     def context(self, **kwargs) -> "Context":

@@ -79,6 +79,23 @@ def test_embedding_context_reuse_and_errors(tiny_models):
         m.context(pooling="mean")
 
 
+def test_model_embed_keeps_its_context(tiny_models):
+    """Model.embed() makes its context once and reuses it; a call that needs more room or other
+    settings makes it again (the old one closed)."""
+    m = tiny_models["llama"]
+    first = m.embed(TEXTS, **EXACT)
+    ctx = m._embedder
+    assert np.allclose(m.embed(TEXTS[1], **EXACT), first[1], rtol=1e-4, atol=1e-6)
+    assert np.array_equal(m.embed(TEXTS, **EXACT), first) and m._embedder is ctx
+    long_text = " ".join(["word"] * 300)
+    assert len(m.tokenize(long_text)) > ctx.n_ctx
+    m.embed(long_text, **EXACT)
+    assert m._embedder is not ctx and ctx.closed and m._embedder.n_ctx > 512
+    grown = m._embedder
+    m.embed(TEXTS, pooling="last", **EXACT)
+    assert m._embedder is not grown and grown.closed
+
+
 def test_llama_cpp_log_reaches_python_logging(tiny_paths, caplog):
     with caplog.at_level(logging.DEBUG, logger="loopcpp"):
         with loopcpp.Model(tiny_paths["llama"]) as m:
