@@ -8,7 +8,8 @@ __version__ = "0.1.0"
 
 from .errors import (  # noqa: E402
     BusyError, CancelledError, CatalogError, ChatTemplateError, ClosedError, ContextError, ContextFullError, DecodeError,
-    GrammarError, LibraryError, LoopConfigError, LoopcppError, ModelLoadError, StateError, TokenizeError,
+    GrammarError, LibraryError, LoadCancelledError, LoopConfigError, LoopcppError, ModelLoadError, StateError,
+    TokenizeError,
 )
 from .loop import LoopConfig  # noqa: E402
 from .model import Model, architectures  # noqa: E402
@@ -27,7 +28,7 @@ def llama_cpp_lib_path() -> str:
 
 __all__ = [
     "BusyError", "CancelledError", "CatalogError", "ChatTemplateError", "ClosedError", "Completion", "Context",
-    "ContextError", "ContextFullError", "DecodeError", "Generation", "GrammarError", "LibraryError", "LoopConfig",
+    "ContextError", "ContextFullError", "DecodeError", "Generation", "GrammarError", "LibraryError", "LoadCancelledError", "LoopConfig",
     "LoopConfigError", "LoopcppError", "Model", "ModelLoadError", "Sampling", "StateError", "Timings", "Token",
     "TokenizeError", "TopLogprob", "Usage", "__version__",
     "architectures",

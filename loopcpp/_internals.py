@@ -7,13 +7,14 @@ garbage-collected. Owners above this layer never see a pointer.
 from __future__ import annotations
 
 import os
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
 from ._lib import ffi, lib, log, last_loop_error
 from .errors import (
-    CancelledError, ClosedError, ContextError, DecodeError, GrammarError, LoopConfigError, ModelLoadError, TokenizeError,
+    CancelledError, ClosedError, ContextError, DecodeError, GrammarError, LoadCancelledError, LoopConfigError,
+    ModelLoadError, TokenizeError,
 )
 
 _CALL_FAILED = -2**31  # INT32_MIN: the vocabulary calls' error value (see llama-vocab.cpp)
@@ -97,10 +98,24 @@ class ModelHandle(_Owner):
     what = "Model"
 
     def __init__(self, path: str, n_gpu_layers: int, use_mmap: bool, vocab_only: bool, repack: bool = True,
-                 use_mlock: bool = False, rpc: Sequence[str] = (), tensor_split: Sequence[float] = ()) -> None:
+                 use_mlock: bool = False, rpc: Sequence[str] = (), tensor_split: Sequence[float] = (),
+                 progress: Optional[Callable[[float], Optional[bool]]] = None) -> None:
         if not os.path.isfile(path):
             raise ModelLoadError(f"model file not found: {path}")
         params = lib.llama_model_default_params()
+        outcome: dict = {}  # what the progress callback saw: a cancel, or its own exception
+        if progress is not None:
+            @ffi.callback("bool(float, void *)")
+            def on_progress(fraction, _user_data):
+                try:
+                    go_on = progress(float(fraction)) is not False
+                except BaseException as e:  # never across llama.cpp's frames: stop, raise below
+                    outcome["error"] = e
+                    return False
+                outcome["cancelled"] = not go_on
+                return go_on
+
+            params.progress_callback = ffi.cast("void *", on_progress)
         self._devices = model_devices(rpc)  # kept alive: llama.cpp reads it while loading
         if self._devices is not None:
             params.devices = self._devices
@@ -115,6 +130,10 @@ class ModelHandle(_Owner):
         log.clear()
         ptr = lib.llama_model_load_from_file(os.fsencode(path), params)
         if ptr == ffi.NULL:
+            if "error" in outcome:
+                raise outcome["error"]
+            if outcome.get("cancelled"):
+                raise LoadCancelledError(f"loading {path} was cancelled by its progress callback")
             reason = log.recent_errors() or "llama.cpp could not load it"
             raise ModelLoadError(f"could not load model {path}: {reason}")
         self._ptr = ptr

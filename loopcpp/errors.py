@@ -13,6 +13,10 @@ class ModelLoadError(LoopcppError):
     """A model file could not be loaded (missing, corrupt, unsupported architecture)."""
 
 
+class LoadCancelledError(ModelLoadError):
+    """Loading a model was stopped by its progress callback (it returned False)."""
+
+
 class ContextError(LoopcppError):
     """A context could not be created with the requested parameters."""
 

@@ -6,7 +6,7 @@ import operator
 import os
 import threading
 import weakref
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from . import chat_template as _chat_template
 from ._internals import ModelHandle
@@ -34,7 +34,8 @@ class Model:
     the devices of these ggml-rpc-servers (`loopcpp rpc-server`), split by their free memory, as
     llama.cpp's --rpc does; n_gpu_layers then defaults to all. tensor_split: each device's share of
     the offloaded layers, in device order (RPC servers first, as given), e.g. to keep a loop window
-    on one host.
+    on one host. progress: called as weights load with the fraction done, 0.0 to 1.0 (a progress
+    bar); returning False stops loading and raises LoadCancelledError (a Cancel button).
 
     >>> with Model("SmolLM2-135M-Instruct.Q4_1.gguf") as model:
     ...     with model.context(n_ctx=2048, loop="auto") as ctx:
@@ -43,7 +44,10 @@ class Model:
 
     def __init__(self, path: str | os.PathLike, n_gpu_layers: Optional[int] = None, use_mmap: bool = True,
                  vocab_only: bool = False, repack: Optional[bool] = None, chat_template: Optional[str] = None,
-                 use_mlock: bool = False, rpc: Sequence[str] = (), tensor_split: Sequence[float] = ()) -> None:
+                 use_mlock: bool = False, rpc: Sequence[str] = (), tensor_split: Sequence[float] = (),
+                 progress: Optional[Callable[[float], Optional[bool]]] = None) -> None:
+        if progress is not None and not callable(progress):
+            raise TypeError(f"progress={progress!r} must be a callable taking the fraction loaded")
         if isinstance(rpc, str):
             rpc = [rpc]
         if tensor_split and (len(tensor_split) > 128 or any(not x >= 0 for x in tensor_split) or not sum(tensor_split) > 0):
@@ -58,7 +62,7 @@ class Model:
             repack = default_repack()
         self.path = os.fspath(path)
         self._h = ModelHandle(self.path, n_gpu_layers, use_mmap, vocab_only, repack, use_mlock, tuple(rpc),
-                              tuple(tensor_split))
+                              tuple(tensor_split), progress)
         self._contexts: "weakref.WeakSet[Context]" = weakref.WeakSet()
         self._embedder: Optional["Context"] = None  # embed()'s context, kept for the next call
         self._embedder_key: Optional[tuple] = None

@@ -268,3 +268,24 @@ def test_llama_cpps_environment_sets_the_open_defaults(tiny_paths, monkeypatch):
         loopcpp.Model(tiny_paths["llama"])
     monkeypatch.setenv("LLAMA_ARG_REPACK", "off")
     loopcpp.Model(tiny_paths["llama"]).close()
+
+
+def test_model_loading_reports_progress_and_can_be_cancelled(tiny_paths):
+    seen = []
+    with loopcpp.Model(tiny_paths["llama"], progress=seen.append) as m:
+        assert m.n_layer == 6
+    assert seen and seen == sorted(seen) and seen[-1] == 1.0
+    calls = []
+    with pytest.raises(loopcpp.LoadCancelledError, match="cancelled"):
+        loopcpp.Model(tiny_paths["llama"], progress=lambda f: calls.append(f) or False)  # Cancel at once
+    assert calls == [calls[0]]
+
+    def broken(fraction):
+        raise KeyError("the app's own bug")
+
+    with pytest.raises(KeyError, match="own bug"):  # not swallowed, and not through llama.cpp's frames
+        loopcpp.Model(tiny_paths["llama"], progress=broken)
+    with pytest.raises(TypeError, match="progress"):
+        loopcpp.Model(tiny_paths["llama"], progress=0.5)
+    with loopcpp.Model(tiny_paths["llama"]) as m:  # and loading still works
+        assert m.n_layer == 6
