@@ -104,8 +104,8 @@ class ChatWindow:
         if kind == "done":
             self.messages.append({"role": "assistant", "content": value.text})
             t = value.timings
-            self.append(f"\n[{value.finish_reason}: {t.generated} tokens, {t.generation_per_second:.1f} tok/s]\n\n", "status")
-            self.event(f"done {value.finish_reason} {t.generated}")
+            self.append(f"\n[{value.finish_detail}: {t.generated} tokens, {t.generation_per_second:.1f} tok/s]\n\n", "status")
+            self.event(f"done {value.finish_detail} {t.generated}")
         else:
             self.messages.pop()
             self.append(f"\n[error: {value}]\n\n", "status")

@@ -164,7 +164,7 @@ class ChatSession:
 
     def stats(self) -> str:
         d = self.last
-        return (f"reply: {d.usage.completion_tokens} tokens ({d.finish_reason}); prompt: {d.usage.prompt_tokens} tokens, "
+        return (f"reply: {d.usage.completion_tokens} tokens ({d.finish_detail}); prompt: {d.usage.prompt_tokens} tokens, "
                 f"{d.usage.cached_tokens} reused from the cache\n{d.timings}")
 
     def stats_line(self) -> str:

@@ -420,7 +420,7 @@ def cmd_run(args) -> int:
         done, interrupted = stream(gen, ctx, write)
         if args.json:
             print(json.dumps({
-                "text": done.text, "finish_reason": done.finish_reason, "usage": asdict(done.usage),
+                "text": done.text, "finish_reason": done.finish_reason, "finish_detail": done.finish_detail, "usage": asdict(done.usage),
                 "timings": {**asdict(done.timings), "prompt_per_second": done.timings.prompt_per_second,
                             "generation_per_second": done.timings.generation_per_second},
                 "loop": str(ctx.loop), "model": model.description}, indent=1))

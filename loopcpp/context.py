@@ -16,7 +16,7 @@ from . import state as _state
 from ._internals import ContextHandle, SamplerHandle, TensorTap
 from .errors import BusyError, CancelledError, ContextError, ContextFullError, DecodeError, LoopConfigError
 from .kvtypes import GGML_TYPES
-from .generation import Completion, Generation, Timings, Token, TopLogprob, Usage
+from .generation import FINISH_REASONS, Completion, Generation, Timings, Token, TopLogprob, Usage
 from .loop import LoopConfig, LoopLike, _decode_code, as_loop_config
 from .model import POOLING
 from .sampling import Sampling, sampling_from
@@ -347,7 +347,8 @@ class Context:
                  logprobs: Optional[int] = None, cache: str = "prefix", **sampling_kw) -> Generation:
         """Streams Tokens after prompt until an end-of-generation token, a stop string or stop
         token, max_tokens, the end of the context or cancel(); the Generation's `completion`
-        then says which (finish_reason "eog", "stop", "length", "context", "cancelled") with
+        then says which (finish_reason "stop" or "length", as OpenAI's API has it, and
+        finish_detail "eog", "stop", "stop_token", "max_tokens", "context" or "cancelled") with
         token usage and timings. Sampling keywords (temperature=, top_k=, grammar=, ...) change
         `sampling` (or the defaults). logprobs=N gives each token's log-probability and its N
         most likely alternatives (0: the token's only).
@@ -457,7 +458,7 @@ class Context:
                 except CancelledError:
                     break
             else:
-                finish = "length"
+                finish = "max_tokens"
             held += decoder.decode(b"", final=True)  # an incomplete UTF-8 sequence at the end
             if held:
                 out.append(Token(-1, held))
@@ -468,9 +469,9 @@ class Context:
             sampler.close()
             if (g := gen()) is not None:
                 g._finish(Completion(
-                    "".join(t.text for t in out), "stop" if finish == "stop_token" else finish,
+                    "".join(t.text for t in out), FINISH_REASONS[finish],
                     Usage(len(prompt), n_generated, cached),
-                    Timings(t_prompt * 1000, n_prompt_evaluated, t_gen * 1000, n_generated), tuple(out)))
+                    Timings(t_prompt * 1000, n_prompt_evaluated, t_gen * 1000, n_generated), tuple(out), finish))
 
     def _logprobs(self, token: int, n: int) -> tuple[float, Optional[tuple[TopLogprob, ...]]]:
         """The model's log-probability of token (before sampling's transforms) and the n most
@@ -503,7 +504,7 @@ class Context:
 
     def cancel(self) -> None:
         """Stops the evaluation or generation in progress, from any thread (a UI's stop button,
-        a Ctrl-C handler): compute stops within a graph node, a generation ends with finish_reason
+        a Ctrl-C handler): compute stops within a graph node, a generation ends with finish_detail
         "cancelled", eval() raises CancelledError. The cache keeps what was complete. With nothing
         running, it stops the next generation already made (by generate() or chat(stream=True))."""
         if self._h.closed:

@@ -6,7 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
-FINISH_REASONS = ("eog", "stop", "length", "context", "cancelled")
+# finish_detail -> finish_reason, as OpenAI's API and llama-cpp-python report it: "stop" where the
+# reply ended as it should, "length" where it was cut short
+FINISH_REASONS = {"eog": "stop", "stop": "stop", "stop_token": "stop",
+                  "max_tokens": "length", "context": "length", "cancelled": "length"}
 
 
 @dataclass(frozen=True)
@@ -61,13 +64,18 @@ class Timings:
 
 @dataclass(frozen=True)
 class Completion:
-    """A finished generation. str(completion) is its text."""
+    """A finished generation. str(completion) is its text.
+
+    finish_reason: "stop" (the reply ended as it should) or "length" (cut short), as OpenAI's API
+    reports it. finish_detail says why: "eog" (an end-of-generation token), "stop" (a stop
+    string), "stop_token", "max_tokens", "context" (the context is full) or "cancelled"."""
 
     text: str
     finish_reason: str
     usage: Usage
     timings: Timings
     tokens: tuple[Token, ...] = field(default=(), repr=False)
+    finish_detail: str = ""
 
     @property
     def token_ids(self) -> list[int]:
@@ -80,7 +88,7 @@ class Completion:
 class Generation(Iterator[Token]):
     """A generation in progress: iterate it for Tokens. Once it ends, `completion` holds the
     result (reading it first runs the generation to its end); close() stops it early, with
-    finish_reason "cancelled"."""
+    finish_detail "cancelled"."""
 
     def __init__(self) -> None:
         self._steps: Optional[Iterator[Token]] = None  # set by the context that runs it
@@ -102,7 +110,8 @@ class Generation(Iterator[Token]):
             for _ in self:
                 pass
         if self._completion is None:  # closed before it started
-            self._completion = Completion(self.text, "cancelled", Usage(0, 0), Timings(0.0, 0, 0.0, 0), tuple(self._tokens))
+            self._completion = Completion(self.text, "length", Usage(0, 0), Timings(0.0, 0, 0.0, 0), tuple(self._tokens),
+                                          finish_detail="cancelled")
         return self._completion
 
     @property
@@ -112,8 +121,13 @@ class Generation(Iterator[Token]):
 
     @property
     def finish_reason(self) -> Optional[str]:
-        """None until the generation has ended."""
+        """"stop" or "length" once the generation has ended (see Completion), None until then."""
         return self._completion.finish_reason if self._completion else None
+
+    @property
+    def finish_detail(self) -> Optional[str]:
+        """Why the generation ended (see Completion), None until it has."""
+        return self._completion.finish_detail if self._completion else None
 
     def close(self) -> None:
         self._steps.close()

@@ -119,7 +119,7 @@ def test_chat_stops_at_the_end_of_turn_token(smollm2):
     with smollm2.context(n_ctx=512) as ctx:
         # a grammar makes the reply certain; after it only an end-of-generation token may follow
         done = ctx.chat(NO_SYSTEM[:1], max_tokens=48, temperature=0, grammar='root ::= "Hello there"')
-    assert done.finish_reason in ("eog", "stop") and done.text == "Hello there"  # no turn markers in it
+    assert done.finish_detail in ("eog", "stop_token") and done.text == "Hello there"  # no turn markers in it
 
 
 INJECTION = [{"role": "system", "content": "Be brief."},

@@ -117,8 +117,8 @@ def test_ignore_eos_bans_every_end_of_generation_token(smollm2):
     with smollm2.context(n_ctx=256) as ctx:
         ended = greedy(ctx, n=8, logit_bias=force_end)
         ran = greedy(ctx, n=8, logit_bias=force_end, ignore_eos=True)
-    assert ended.finish_reason == "eog" and ended.token_ids == []
-    assert ran.finish_reason == "length" and len(ran.token_ids) == 8
+    assert (ended.finish_reason, ended.finish_detail) == ("stop", "eog") and ended.token_ids == []
+    assert (ran.finish_reason, ran.finish_detail) == ("length", "max_tokens") and len(ran.token_ids) == 8
     assert not any(smollm2.is_eog(t) for t in ran.token_ids)
     with pytest.raises(ValueError, match="ignore_eos"):
         Sampling(ignore_eos=1)
@@ -146,7 +146,7 @@ def test_gbnf_grammar_constrains_the_output(smollm2):
     with smollm2.context(n_ctx=256) as ctx:
         done = ctx.complete("Is Paris in France? Answer:", max_tokens=8, temperature=0.8, seed=1,
                             grammar='root ::= " " ("yes" | "no") "."')
-    assert done.text in (" yes.", " no.") and done.finish_reason == "eog"
+    assert done.text in (" yes.", " no.") and done.finish_detail == "eog"
 
 
 def test_json_schema_output_parses_and_follows_the_schema(smollm2):
@@ -157,7 +157,7 @@ def test_json_schema_output_parses_and_follows_the_schema(smollm2):
     with smollm2.context(n_ctx=512) as ctx:
         done = ctx.complete("The largest city in France, as JSON:", max_tokens=200, temperature=0, json_schema=schema)
     data = json.loads(done.text)
-    assert done.finish_reason == "eog"  # the grammar ended the reply
+    assert done.finish_detail == "eog"  # the grammar ended the reply
     assert isinstance(data["city"], str) and len(data["city"]) <= 12 and 0 <= data["people"] <= 99999
 
 
@@ -202,7 +202,7 @@ def test_stop_is_a_string_not_its_characters(smollm2):
     stop = full[3:6]
     with smollm2.context(n_ctx=256) as ctx:  # a fresh context: the same batch shapes as the first run
         cut = greedy(ctx, n=24, stop=stop, ignore_eos=True)
-    assert cut.text == full[:full.find(stop)] and cut.finish_reason == "stop"
+    assert cut.text == full[:full.find(stop)] and (cut.finish_reason, cut.finish_detail) == ("stop", "stop")
 
 
 def test_stop_tokens_end_the_generation(smollm2):
@@ -211,7 +211,7 @@ def test_stop_tokens_end_the_generation(smollm2):
     k = max(i for i in range(len(ids)) if ids[i] not in ids[:i])  # the last token seen for the first time
     with smollm2.context(n_ctx=256) as ctx:
         done = greedy(ctx, n=12, stop_tokens=[ids[k]], ignore_eos=True)
-    assert done.token_ids == ids[:k] and done.finish_reason == "stop"
+    assert done.token_ids == ids[:k] and (done.finish_reason, done.finish_detail) == ("stop", "stop_token")
 
 
 def test_completion_reports_usage_and_timings(smollm2):
@@ -234,7 +234,7 @@ def test_a_generation_closed_early_reports_cancelled(smollm2):
         gen = ctx.generate(PROMPT, max_tokens=20, temperature=0)
         next(gen)
         gen.close()
-        assert gen.completion.finish_reason == "cancelled"
+        assert gen.completion.finish_detail == "cancelled"
         assert gen.completion.usage.completion_tokens == 1
         assert greedy(ctx, n=3, ignore_eos=True).finish_reason == "length"  # the context is free again
 
@@ -250,7 +250,7 @@ def test_cancel_stops_a_long_prefill(smollm2):
     with smollm2.context(n_ctx=2048, n_batch=2048, n_ubatch=64, capture=["l_out-0"]) as ctx:
         cancel_in_ubatch(ctx, 3)
         done = ctx.complete(prompt, max_tokens=4, temperature=0)
-        assert done.finish_reason == "cancelled" and done.text == ""
+        assert (done.finish_reason, done.finish_detail) == ("length", "cancelled") and done.text == ""
         # the cache keeps the two ubatches that completed, and the bookkeeping agrees with it
         assert ctx.n_past == 128 and done.timings.prompt_evaluated == 128
         assert ctx._h.pos_max() + 1 == ctx.n_past
@@ -265,7 +265,7 @@ def test_a_cancel_before_the_first_token_is_not_lost(smollm2):
     with smollm2.context(n_ctx=256) as ctx:
         gen = ctx.generate(PROMPT, max_tokens=8, temperature=0)
         ctx.cancel()
-        assert list(gen) == [] and gen.completion.finish_reason == "cancelled"
+        assert list(gen) == [] and gen.completion.finish_detail == "cancelled"
         assert greedy(ctx, n=2, ignore_eos=True).finish_reason == "length"  # the next generation runs
 
 
@@ -313,7 +313,7 @@ def test_a_cancel_for_the_running_reply_survives_another_generate(tiny_models):
         ctx.cancel()  # the stop button, for the reply on screen
         second = ctx.generate([8, 9], max_tokens=3, ignore_eos=True)  # another caller, queued
         rest = list(first)  # at most the flush of a UTF-8 sequence the first token began
-        assert all(t.id == -1 for t in rest) and first.completion.finish_reason == "cancelled"
+        assert all(t.id == -1 for t in rest) and first.completion.finish_detail == "cancelled"
         assert first.completion.usage.completion_tokens == 1
         assert second.completion.finish_reason == "length" and second.completion.usage.completion_tokens == 3
 
@@ -334,7 +334,7 @@ def test_an_abandoned_generation_gives_the_context_back(tiny_models):
             gc.enable()
         with ctx.generate([5, 6], max_tokens=20, ignore_eos=True) as gen:  # close() through `with`
             next(gen)
-        assert gen.finish_reason == "cancelled"
+        assert gen.finish_detail == "cancelled"
         ctx.eval([3])
 
 
@@ -445,3 +445,11 @@ def test_foreign_or_damaged_states_are_refused(smollm2, tiny_models):
     with tiny_models["llama"].context(n_ctx=64) as other:
         with pytest.raises(loopcpp.StateError, match="saved with model"):
             other.load_state(saved)
+
+
+def test_a_full_context_ends_the_reply_with_length(tiny_models):
+    with tiny_models["llama"].context(n_ctx=16) as ctx:  # llama.cpp may round n_ctx up
+        prompt = [5 + i % 200 for i in range(ctx.n_ctx - 6)]
+        done = ctx.complete(prompt, max_tokens=50, ignore_eos=True)
+        assert (done.finish_reason, done.finish_detail) == ("length", "context")
+        assert ctx.n_past == ctx.n_ctx and done.usage.completion_tokens == 7  # the last one sampled, not evaluated
