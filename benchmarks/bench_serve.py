@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from loopcpp import catalog
+from loopcpp import catalog, system
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from test_serve import free_port  # noqa: E402
@@ -30,8 +30,7 @@ QUESTIONS = ["Name three colours.", "What is 2 + 2?", "Write a haiku about rain.
 
 
 def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+    return system.rss_bytes(pid) / 2**20
 
 
 def start(model: str, loop: str, threads: int, parallel: int):

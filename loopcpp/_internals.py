@@ -373,7 +373,7 @@ class ContextHandle(_Owner):
         "sample" computes the last logits for the sampler without copying them out."""
         ctx = self.ptr  # before touching the batch, which is freed with the context
         self.has_logits = False
-        out = [] if want == "all" else None
+        out: list[np.ndarray] = []  # with want="all"
         n = len(tokens)
         for start in range(0, n, self.n_batch):
             chunk = tokens[start:start + self.n_batch]

@@ -27,7 +27,7 @@ def package_file(name: str) -> Path:
         if path.exists():
             return path
     try:
-        path = Path(importlib.metadata.distribution(__package__).locate_file(f"{__package__}/{name}"))
+        path = Path(str(importlib.metadata.distribution(__package__).locate_file(f"{__package__}/{name}")))
         if path.exists():
             return path
     except importlib.metadata.PackageNotFoundError:

@@ -17,6 +17,7 @@ from cffi import FFI
 
 def _cdefs() -> str:
     spec = importlib.util.spec_from_file_location("_cdefs", Path(__file__).with_name("_cdefs.py"))
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.CDEF

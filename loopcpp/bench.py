@@ -10,7 +10,6 @@ Beside each measured time ratio stands the one expected from counting layer eval
 from __future__ import annotations
 
 import os
-import resource
 import statistics
 import sys
 import time
@@ -19,8 +18,10 @@ from typing import Optional, Sequence
 
 from tqdm import tqdm
 
+from .gguf_meta import read_field
 from .loop import LoopConfig
 from .model import Model
+from .system import rss_bytes
 
 OFF = "off"
 
@@ -40,14 +41,14 @@ def layer_costs(path: str | os.PathLike) -> LayerCosts:
     import gguf
 
     reader = gguf.GGUFReader(os.fspath(path))
-    arch = reader.get_field("general.architecture").contents()
-    n_layer = int(reader.get_field(f"{arch}.block_count").contents())
+    arch = read_field(reader, "general.architecture")
+    n_layer = int(read_field(reader, f"{arch}.block_count"))
     used = reader.get_field(f"{arch}.expert_used_count")
     total = reader.get_field(f"{arch}.expert_count")
     expert_share = used.contents() / total.contents() if used and total and total.contents() else 1.0
     n_head = reader.get_field(f"{arch}.attention.head_count")
     key_length = reader.get_field(f"{arch}.attention.key_length")
-    n_embd = int(reader.get_field(f"{arch}.embedding_length").contents())
+    n_embd = int(read_field(reader, f"{arch}.embedding_length"))
     heads = n_head.contents() if n_head else 0
     heads = max(heads) if isinstance(heads, list) else int(heads)  # per-layer head counts: the widest
     q_width = heads * int(key_length.contents()) if heads and key_length else n_embd
@@ -80,6 +81,8 @@ def window_evaluations(cfg: LoopConfig, n_layer: int) -> tuple[list[float], list
     runs = [1.0] * n_layer
     kv_only = [False] * n_layer
     a, b = cfg.start, cfg.end
+    if a is None or b is None:
+        raise ValueError(f"loop {cfg} has no concrete window: resolve it for a model first")
     for il in range(a, b + 1):
         runs[il] = cfg.steps
         if cfg.kv == "last":
@@ -118,16 +121,12 @@ def decode_loops(cfg: LoopConfig, n_gen: int) -> int:
     return min(n_gen, int(cfg.decode.split(":", 1)[1]))
 
 
-def rss_bytes() -> int:
-    """Resident memory of this process now (Linux), else its peak so far."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return peak_rss_bytes()
-
-
 def peak_rss_bytes() -> int:
+    """The process's peak resident memory so far (where the OS reports it), else its current."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return rss_bytes()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
 

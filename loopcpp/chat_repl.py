@@ -163,12 +163,17 @@ class ChatSession:
         return len(self.model.tokenize_chat(self.messages, chat_template=self.chat_template))
 
     def stats(self) -> str:
-        d = self.last
+        d = self._last()
         return (f"reply: {d.usage.completion_tokens} tokens ({d.finish_detail}); prompt: {d.usage.prompt_tokens} tokens, "
                 f"{d.usage.cached_tokens} reused from the cache\n{d.timings}")
 
+    def _last(self) -> Completion:
+        if self.last is None:
+            raise RuntimeError("no reply yet")
+        return self.last
+
     def stats_line(self) -> str:
-        t = self.last.timings
+        t = self._last().timings
         return (f"[{t.generated} tok, {t.generation_per_second:.1f} tok/s; "
                 f"prompt {t.prompt_evaluated} tok, {t.prompt_per_second:.1f} tok/s]")
 
@@ -185,7 +190,7 @@ def read_message(first: str, readline_fn) -> Optional[str]:
     next such line. None at end of input inside a block."""
     if first.strip() != '"""':
         return first
-    lines = []
+    lines: list[str] = []
     while True:
         line = readline_fn()
         if line is None:

@@ -271,21 +271,21 @@ def setup_logging(args) -> None:
     """llama.cpp's log (logger `loopcpp`) to stderr at --log-level / -v, and to --log-file."""
     level_name = "debug" if getattr(args, "verbose", False) else getattr(args, "log_level", None)
     logger = logging.getLogger("loopcpp")
-    for h in [h for h in logger.handlers if getattr(h, "_loopcpp_cli", False)]:  # main() run again in-process
-        logger.removeHandler(h)
-        h.close()
+    for old in [h for h in logger.handlers if getattr(h, "_loopcpp_cli", False)]:  # main() run again in-process
+        logger.removeHandler(old)
+        old.close()
     fmt = logging.Formatter("%(levelname).1s %(message)s")
     levels = []
     if level_name:
-        h = logging.StreamHandler(sys.stderr)
-        h._loopcpp_cli = True
+        h: logging.Handler = logging.StreamHandler(sys.stderr)
+        setattr(h, "_loopcpp_cli", True)
         h.setLevel(getattr(logging, level_name.upper()))
         h.setFormatter(fmt)
         logger.addHandler(h)
         levels.append(h.level)
     if getattr(args, "log_file", None):
         h = logging.FileHandler(args.log_file, encoding="utf-8")
-        h._loopcpp_cli = True
+        setattr(h, "_loopcpp_cli", True)
         h.setLevel(getattr(logging, (level_name or "info").upper()))
         h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logger.addHandler(h)
@@ -416,7 +416,11 @@ def cmd_run(args) -> int:
             gen = ctx.chat([{"role": "user", "content": prompt}], stream=True, **kw)
         else:
             gen = ctx.generate(prompt, **kw)
-        write = (lambda piece: None) if args.json else (lambda piece: (sys.stdout.write(piece), sys.stdout.flush()))
+        def write(piece: str) -> None:
+            if not args.json:
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+
         done, interrupted = stream(gen, ctx, write)
         if args.json:
             print(json.dumps({
@@ -585,7 +589,7 @@ def cmd_dup(args) -> int:
     from .loop import LoopConfig
 
     cfg = LoopConfig.parse(args.loop)
-    if cfg.start is None or cfg.steps < 2:
+    if cfg.start is None or cfg.end is None or cfg.steps < 2:
         raise ValueError(f"--loop {args.loop}: give an explicit window and K >= 2, e.g. 12:15x3")
     path = catalog.resolve_model(args.model)
     layers = duplicate_layers(path, args.output, cfg.start, cfg.end, cfg.steps, layerwise=cfg.mode == "layer")

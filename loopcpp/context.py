@@ -8,7 +8,7 @@ import random
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Iterator, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Generator, Literal, Optional, Sequence, Union, overload
 
 import numpy as np
 
@@ -77,9 +77,9 @@ class Context:
             raise ContextError("a vocabulary-only model (vocab_only=True) has no weights to evaluate: load it without")
         if n_ctx > MAX_CTX:
             raise ContextError(f"n_ctx={n_ctx} is more than the {MAX_CTX} positions a context may have")
-        for name, v in (("type_k", type_k), ("type_v", type_v)):
-            if v is not None and v not in GGML_TYPES:
-                raise ValueError(f"{name}={v!r} is not one of {', '.join(GGML_TYPES)}")
+        for name, kv_type in (("type_k", type_k), ("type_v", type_v)):
+            if kv_type is not None and kv_type not in GGML_TYPES:
+                raise ValueError(f"{name}={kv_type!r} is not one of {', '.join(GGML_TYPES)}")
         if pooling is not None and (not embeddings or pooling not in POOLING):
             raise ValueError(f"pooling={pooling!r} needs embeddings=True and one of {', '.join(POOLING)}")
         if embeddings and min(n_ubatch, n_batch) % n_seq_max:
@@ -334,7 +334,9 @@ class Context:
             raise ValueError("perplexity needs at least two tokens")
         self._reset()
         self._h.set_cancelled(False)
-        logits = self._eval(tokens, logits="all").astype(np.float64)
+        all_logits = self._eval(tokens, logits="all")
+        assert all_logits is not None  # logits="all" returns them
+        logits = all_logits.astype(np.float64)
         logits -= logits.max(axis=1, keepdims=True)
         logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
         nll = -logp[np.arange(len(tokens) - 1), tokens[1:]]
@@ -394,7 +396,7 @@ class Context:
 
     def _stream(self, gen: "weakref.ref[Generation]", out: list[Token], idle_cancels: int, prompt: list[int],
                 cache: str, max_tokens: int, stop: list[str], stop_ids: set[int], sampler: SamplerHandle,
-                logprobs: Optional[int]) -> Iterator[Token]:
+                logprobs: Optional[int]) -> Generator[Token, None, None]:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         held = ""  # text held back because it may begin a stop string
         finish, cached, n_generated, n_prompt_evaluated = "cancelled", 0, 0, 0
@@ -490,8 +492,16 @@ class Context:
         """The whole completion of prompt (see generate for the parameters); str() of it is the text."""
         return self.generate(prompt, **kw).completion
 
+    @overload
+    def chat(self, messages: Sequence[dict], stream: Literal[False] = False, chat_template: Optional[str] = None,
+             **kw: Any) -> Completion: ...
+
+    @overload
+    def chat(self, messages: Sequence[dict], stream: Literal[True], chat_template: Optional[str] = None,
+             **kw: Any) -> Generation: ...
+
     def chat(self, messages: Sequence[dict], stream: bool = False, chat_template: Optional[str] = None,
-             **kw) -> Union[Completion, Generation]:
+             **kw: Any) -> Union[Completion, Generation]:
         """Replies to messages ([{"role": "user", "content": ...}]) using the model's chat template
         (or chat_template=, a built-in name or Jinja text); the reply stops at the template's
         end-of-turn tokens. The cached prefix of the previous turn is reused. stream=True returns
@@ -526,7 +536,7 @@ class Context:
         if self.pooling == "none":
             raise ValueError("pooling='none' gives one vector per token: use pooling='mean', 'cls' or 'last'")
         single = isinstance(texts, str)
-        items = [texts] if single else list(texts)
+        items: list[str] = [texts] if isinstance(texts, str) else list(texts)
         if any(not isinstance(t, str) for t in items):
             raise ValueError("embed() takes a string or a list of strings")
         toks = [self.model.tokenize(t, add_special=True, parse_special=False) or [self.model.bos] for t in items]
@@ -565,7 +575,7 @@ class Context:
             i += len(group)
         if normalize:
             norms = np.linalg.norm(out, axis=1, keepdims=True)
-            out = out / np.where(norms > 0, norms, 1)
+            out /= np.where(norms > 0, norms, 1)
         return out[0] if single else out
 
     # --- state -------------------------------------------------------------------------------
@@ -599,7 +609,7 @@ class Context:
                     f"pass adopt_loop=True to switch to '{saved}', or set_loop('{saved}') first")
             if seq is not None:
                 raise _state.StateError("adopt_loop=True restores whole-context states only: set_loop() first")
-            self._h.loop_set(as_loop_config(saved).to_c())
+            self._h.loop_set((as_loop_config(saved) or LoopConfig.off()).to_c())
         try:
             self._h.state_set(blob, seq)  # a sequence's restore replaces that sequence only
         except Exception:

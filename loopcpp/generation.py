@@ -4,7 +4,7 @@ reason, token usage and timings. Results are values; nothing is left behind on t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, Optional
+from typing import Generator, Iterator, Optional
 
 # finish_detail -> finish_reason, as OpenAI's API and llama-cpp-python report it: "stop" where the
 # reply ended as it should, "length" where it was cut short
@@ -85,13 +85,17 @@ class Completion:
         return self.text
 
 
+def _no_steps() -> Generator[Token, None, None]:
+    yield from ()
+
+
 class Generation(Iterator[Token]):
     """A generation in progress: iterate it for Tokens. Once it ends, `completion` holds the
     result (reading it first runs the generation to its end); close() stops it early, with
     finish_detail "cancelled"."""
 
     def __init__(self) -> None:
-        self._steps: Optional[Iterator[Token]] = None  # set by the context that runs it
+        self._steps: Generator[Token, None, None] = _no_steps()  # set by the context that runs it
         self._tokens: list[Token] = []  # appended by the context's stream as it yields them
         self._completion: Optional[Completion] = None
 

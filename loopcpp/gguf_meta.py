@@ -10,7 +10,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from tqdm import tqdm
 
@@ -20,6 +20,14 @@ PER_LAYER_PREFIXES = ("xielu.",)
 # Keys that count the model's last layers (gemma4's KV-sharing layers: llama.cpp makes the layers from
 # position n_layer - count on share, reading the cache of the one or two layers just before them)
 LAST_LAYER_COUNTS = ("attention.shared_kv_layers",)
+
+
+def read_field(reader, key: str):
+    """The value of `key` in a gguf.GGUFReader's file; ValueError naming the key if it has none."""
+    field = reader.get_field(key)
+    if field is None:
+        raise ValueError(f"the GGUF has no {key!r}")
+    return field.contents()
 
 
 def copy_gguf(src: str | os.PathLike, dst: str | os.PathLike, set_strings: Optional[dict[str, str]] = None,
@@ -38,13 +46,13 @@ def copy_gguf(src: str | os.PathLike, dst: str | os.PathLike, set_strings: Optio
     if Path(src).resolve() == Path(dst).resolve():
         raise ValueError(f"the output {dst} is the input: write to another file")
     reader = gguf.GGUFReader(str(src))
-    arch = reader.get_field(gguf.Keys.General.ARCHITECTURE).contents()
+    arch = read_field(reader, gguf.Keys.General.ARCHITECTURE)
     tmp = Path(str(dst) + ".part")
     writer = gguf.GGUFWriter(str(tmp), arch=arch, endianess=reader.endianess)
     alignment = reader.get_field(gguf.Keys.General.ALIGNMENT)
     if alignment is not None:
         writer.data_alignment = alignment.contents()
-    n_layer = reader.get_field(f"{arch}.block_count").contents()
+    n_layer = read_field(reader, f"{arch}.block_count")
     try:
         for field in reader.fields.values():
             # GGUF.* are virtual fields of the reader; the writer adds the architecture itself
@@ -99,11 +107,12 @@ def _last_layer_count(key: str, count: int, n_layer: int, layers: list[int]) -> 
     return new
 
 
-def _layer_tensors(tensors, layers: list[int]) -> list[tuple[str, object]]:
+def _layer_tensors(tensors, layers: list[int]) -> list[tuple[str, Any]]:
     """(new name, tensor) in the new layer order; tensors outside the blocks keep their place
     (those before the first block first, the rest after the last)."""
     by_layer: dict[int, list] = {}
-    head, tail = [], []
+    head: list = []
+    tail: list = []
     for t in tensors:
         parts = t.name.split(".")
         if parts[0] == "blk" and parts[1].isdigit():
@@ -176,8 +185,8 @@ def reorder_layers(src: str | os.PathLike, dst: str | os.PathLike, layers: list[
     import gguf
 
     reader = gguf.GGUFReader(str(src))
-    arch = reader.get_field(gguf.Keys.General.ARCHITECTURE).contents()
-    n_layer = reader.get_field(f"{arch}.block_count").contents()
+    arch = read_field(reader, gguf.Keys.General.ARCHITECTURE)
+    n_layer = read_field(reader, f"{arch}.block_count")
     if not layers or any(not 0 <= i < n_layer for i in layers):
         raise ValueError(f"layers {layers} do not fit {n_layer} layers")
     extra: dict = {}
@@ -201,8 +210,8 @@ def duplicate_layers(src: str | os.PathLike, dst: str | os.PathLike, start: int,
     import gguf
 
     reader = gguf.GGUFReader(str(src))
-    arch = reader.get_field(gguf.Keys.General.ARCHITECTURE).contents()
-    n_layer = reader.get_field(f"{arch}.block_count").contents()
+    arch = read_field(reader, gguf.Keys.General.ARCHITECTURE)
+    n_layer = read_field(reader, f"{arch}.block_count")
     del reader
     if not (0 <= start <= end < n_layer) or repeats < 1:
         raise ValueError(f"window {start}:{end}x{repeats} does not fit {n_layer} layers")

@@ -42,9 +42,8 @@ class LoopConfig:
     def __post_init__(self) -> None:
         if (self.start is None) != (self.end is None):
             raise LoopConfigError(f"give both window ends or neither: start={self.start!r}, end={self.end!r}")
-        if self.start is not None:
-            for name in ("start", "end"):
-                v = getattr(self, name)
+        if self.start is not None and self.end is not None:  # both or neither (above)
+            for name, v in (("start", self.start), ("end", self.end)):
                 if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                     raise LoopConfigError(f"{name}={v!r} must be a layer index >= 0")
             if self.start > self.end:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence
 from . import chat_template as _chat_template
 from ._internals import ModelHandle
 from .errors import LoopConfigError
-from .loop import LoopConfig
+from .loop import LoopConfig, LoopLike
 from .system import default_gpu_layers, default_repack
 
 if TYPE_CHECKING:
@@ -105,15 +105,21 @@ class Model:
         return LoopConfig.from_c(self._h.default_loop())
 
     # --- text --------------------------------------------------------------------------------
+    # Text in, bytes out, as llama-cpp-python has it: a token's piece may be part of a UTF-8
+    # sequence, so pieces and detokenized spans are bytes; .decode() them where they are whole.
     def tokenize(self, text: str | bytes, add_special: bool = True, parse_special: bool = False) -> list[int]:
+        """Token ids of text (str, or UTF-8 bytes). parse_special=True lets text spell control
+        tokens such as "<|im_end|>"; keep it False for text from users."""
         data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
         return self._h.tokenize(data, add_special, parse_special)
 
-    def detokenize(self, tokens: Sequence[int], remove_special: bool = False, unparse_special: bool = False) -> str:
-        tokens = self._check_tokens(tokens)
-        return self._h.detokenize(tokens, remove_special, unparse_special).decode("utf-8", errors="replace")
+    def detokenize(self, tokens: Sequence[int], remove_special: bool = False, unparse_special: bool = False) -> bytes:
+        """The UTF-8 bytes of tokens (llama_detokenize)."""
+        checked = self._check_tokens(tokens)
+        return self._h.detokenize(checked, remove_special, unparse_special)
 
     def token_to_piece(self, token: int, special: bool = False) -> bytes:
+        """The UTF-8 bytes of one token (possibly part of a character)."""
         self._check_tokens([token])
         return self._h.token_to_piece(token, special)
 
@@ -203,14 +209,23 @@ class Model:
                 kw.setdefault("n_seq_max", n_seq)
                 self._embedder = ctx = Context(self, embeddings=True, pooling=pooling, loop=loop, **kw)
                 self._embedder_key = key
+        assert ctx is not None
         return ctx.embed(texts, normalize=normalize)
 
     # --- contexts ----------------------------------------------------------------------------
-    def context(self, **kwargs) -> "Context":
-        """A new inference context; see Context for the parameters (n_ctx, n_batch, loop, ...)."""
+    def context(self, n_ctx: int = 2048, n_batch: int = 512, n_ubatch: int = 512,
+                n_threads: Optional[int] = None, n_threads_batch: Optional[int] = None,
+                type_k: Optional[str] = None, type_v: Optional[str] = None,
+                flash_attn: Optional[bool] = None, loop: LoopLike = None,
+                capture: Optional[Sequence[str]] = None, n_seq_max: int = 1, embeddings: bool = False,
+                pooling: Optional[str] = None, count_nodes: bool = False) -> "Context":
+        """A new inference context on this model; the parameters are Context's."""
         from .context import Context
 
-        return Context(self, **kwargs)  # Context refuses a vocabulary-only model
+        return Context(self, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_ubatch, n_threads=n_threads,
+                       n_threads_batch=n_threads_batch, type_k=type_k, type_v=type_v, flash_attn=flash_attn,
+                       loop=loop, capture=capture, n_seq_max=n_seq_max, embeddings=embeddings, pooling=pooling,
+                       count_nodes=count_nodes)  # Context refuses a vocabulary-only model
 
     def close(self) -> None:
         for ctx in list(self._contexts):

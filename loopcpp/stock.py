@@ -22,7 +22,7 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from tqdm import tqdm
 
@@ -160,7 +160,7 @@ def compare_with_stock(model: Path, n_prompt: int = 512, n_gen: int = 128, repet
         runs[name].append(measure_child(builds[name], model, n_prompt, n_gen, threads))
     rows = []
     for name, rs in runs.items():
-        row = {"build": name, "lib": str(builds[name])}
+        row: dict[str, Any] = {"build": name, "lib": str(builds[name])}
         for kind in ("pp", "tg"):
             v = [r[f"{kind}_tps"] for r in rs if r.get(f"{kind}_tps")]
             if v:

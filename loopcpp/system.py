@@ -4,23 +4,20 @@ and the llama.cpp environment variables that change a default for every host at 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from functools import lru_cache
 from typing import Optional
+
+import psutil
 
 
 @lru_cache(maxsize=None)
 def physical_cores() -> int:
     """Physical CPU cores (hyper-threads share a core's arithmetic units, so llama.cpp's tools
-    run one thread per core), limited to the CPUs this process may use."""
+    run one thread per core), scaled to the CPUs this process may use (psutil)."""
     usable = _usable_cpus()
-    cores = _linux_cores(usable) if sys.platform.startswith("linux") else None
-    if cores is None and sys.platform == "darwin":
-        cores = _sysctl_int("hw.perflevel0.physicalcpu") or _sysctl_int("hw.physicalcpu")
-    if cores is None:
-        cores = usable // 2 if usable >= 4 else usable  # assume two threads per core
-    return max(1, min(cores, usable))
+    logical = psutil.cpu_count(logical=True) or usable
+    cores = psutil.cpu_count(logical=False) or logical
+    return max(1, min(usable, round(usable * cores / logical)))
 
 
 def default_threads() -> int:
@@ -56,34 +53,14 @@ def default_repack() -> bool:
 
 def _usable_cpus() -> int:
     try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS, Windows
-        return max(1, os.cpu_count() or 1)
+        return max(1, len(psutil.Process().cpu_affinity() or ()))
+    except (AttributeError, psutil.Error):  # macOS has no CPU affinity
+        return max(1, psutil.cpu_count(logical=True) or 1)
 
 
-def _linux_cores(usable: int):
-    """Distinct (package, core) pairs among the CPUs this process may use, from sysfs."""
-    try:
-        cpus = os.sched_getaffinity(0)
-        seen = set()
-        for cpu in cpus:
-            base = f"/sys/devices/system/cpu/cpu{cpu}/topology/"
-            with open(base + "core_id") as f:
-                core = f.read().strip()
-            with open(base + "physical_package_id") as f:
-                pkg = f.read().strip()
-            seen.add((pkg, core))
-        return len(seen) or None
-    except (OSError, AttributeError):
-        return None
-
-
-def _sysctl_int(name: str):
-    try:
-        out = subprocess.run(["sysctl", "-n", name], capture_output=True, text=True, timeout=5).stdout.strip()
-        return int(out) if out else None
-    except (OSError, ValueError, subprocess.SubprocessError):
-        return None
+def rss_bytes(pid: Optional[int] = None) -> int:
+    """Resident memory of a process (default: this one)."""
+    return int(psutil.Process(pid).memory_info().rss)
 
 
 def gpu_offload_supported() -> bool:

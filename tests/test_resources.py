@@ -3,11 +3,11 @@ process's resident memory stays flat over many cycles. The default run does a fe
 cycles; `pytest -m slow` does the 10,000 that an app running for days would."""
 
 import gc
-import os
 
 import pytest
 
 import loopcpp
+from loopcpp import system
 
 
 def rss_mib() -> float:
@@ -20,8 +20,7 @@ def rss_mib() -> float:
         ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: the bound below still holds a real leak
         pass
-    with open(f"/proc/{os.getpid()}/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    return system.rss_bytes() / 2**20
 
 
 def cycles(path, n: int) -> list[float]:
@@ -47,12 +46,10 @@ def check_flat(samples: list[float], slack_mib: float) -> None:
         f"RSS grew in both halves of the run: {[round(s, 1) for s in samples]}"
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads RSS from /proc")
 def test_rss_stays_flat_over_hundreds_of_cycles(tiny_paths):
     check_flat(cycles(tiny_paths["llama"], 300), slack_mib=8)
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads RSS from /proc")
 def test_rss_stays_flat_over_ten_thousand_cycles(tiny_paths):
     check_flat(cycles(tiny_paths["qwen3moe"], 10_000), slack_mib=16)

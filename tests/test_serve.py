@@ -18,7 +18,7 @@ import pytest
 
 httpx = pytest.importorskip("httpx")
 
-from loopcpp import serve  # noqa: E402
+from loopcpp import serve, system  # noqa: E402
 
 LOOP = "auto"
 
@@ -266,8 +266,7 @@ def test_a_bounded_load_has_no_errors_and_flat_memory(tiny_server):
     base, proc = tiny_server
 
     def rss_mib():
-        with open(f"/proc/{proc.pid}/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+        return system.rss_bytes(proc.pid) / 2**20
 
     rng = np.random.default_rng(9)
     prompts = [rng.integers(3, 288, int(n)).tolist() for n in rng.integers(4, 60, 200)]

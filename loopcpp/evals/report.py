@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -19,11 +19,11 @@ def summarize(result: TaskResult, n_resamples: int = 10_000) -> dict:
     rows = []
     for name in result.configs:
         res = result.results[name]
-        row = {"config": name, "recipe": result.resolved.get(name, name)}
+        row: dict[str, Any] = {"config": name, "recipe": result.resolved.get(name, name)}
         if kind == "mc":
             row.update(_accuracy(base, res, "correct", "acc", n_resamples))
             row.update(_accuracy(base, res, "correct_norm", "acc_norm", n_resamples))
-            groups = sorted({r.get("group") for r in res if r.get("group")})
+            groups = sorted({str(r["group"]) for r in res if r.get("group")})
             for g in groups:
                 idx = [i for i, r in enumerate(res) if r.get("group") == g]
                 row.update(_accuracy([base[i] for i in idx], [res[i] for i in idx], "correct", f"acc_{g}", n_resamples))
@@ -47,7 +47,7 @@ def _interval(iv: Interval, scale: float = 1.0) -> dict:
 def _accuracy(base: list[dict], res: list[dict], field: str, metric: str, n_resamples: int) -> dict:
     a = np.array([bool(r[field]) for r in base])
     b = np.array([bool(r[field]) for r in res])
-    out = {metric: float(b.mean()), f"{metric}_stderr": mean_and_stderr(b.astype(float))[1]}
+    out: dict[str, Any] = {metric: float(b.mean()), f"{metric}_stderr": mean_and_stderr(b.astype(float))[1]}
     if res is not base:
         out[f"delta_{metric}_pp"] = _interval(paired_bootstrap(a, b, n_resamples=n_resamples), 100.0)
         out[f"mcnemar_{metric}"] = mcnemar(a, b)
@@ -64,7 +64,7 @@ def _perplexity(base: list[dict], res: list[dict], name: str, n_resamples: int) 
     ppl = _ppl_of(nll, n)
     # llama-perplexity's uncertainty: the standard error of the mean token NLL, through exp
     _, se = mean_and_stderr(nll / n)
-    out = {"ppl": ppl, "ppl_stderr": ppl * se, "n_tokens": int(n.sum())}
+    out: dict[str, Any] = {"ppl": ppl, "ppl_stderr": ppl * se, "n_tokens": int(n.sum())}
     if name == OFF:
         return out
     base_nll = np.array([r["nll_sum"] for r in base])

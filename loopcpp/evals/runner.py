@@ -115,13 +115,13 @@ def model_key(model: Model) -> str:
 def _items(spec: TaskSpec, model: Model, source: Optional[data.Source]) -> tuple[list[str], list, int]:
     """(item ids, items, tokens one ubatch must hold)."""
     if spec.kind == "mc":
-        items = data.mc_items(spec.task, spec.fmt, spec.shots, spec.split, spec.limit, spec.seed, source)
-        n = max((scoring.item_rows(model, it) for it in items), default=1)
-        return [it.id for it in items], items, n
+        mc = data.mc_items(spec.task, spec.fmt, spec.shots, spec.split, spec.limit, spec.seed, source)
+        n = max((scoring.item_rows(model, it) for it in mc), default=1)
+        return [it.id for it in mc], mc, n
     if spec.kind == "gen":
-        items = data.gen_items(spec.task, spec.split, spec.limit, spec.seed, source)
-        n = max((len(model.tokenize(it.prompt)) for it in items), default=1)
-        return [it.id for it in items], items, n
+        gen = data.gen_items(spec.task, spec.split, spec.limit, spec.seed, source)
+        n = max((len(model.tokenize(it.prompt)) for it in gen), default=1)
+        return [it.id for it in gen], gen, n
     text = data.corpus_halves(data.corpus_text(spec.corpus, source), spec.split)
     tokens = model.tokenize(text, add_special=False)
     windows = scoring.ppl_windows(tokens, spec.window, model.bos, model.add_bos)
