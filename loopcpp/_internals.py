@@ -11,6 +11,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from ._batch import fill_sequence
 from ._lib import ffi, lib, log, last_loop_error
 from .errors import (
     CancelledError, ClosedError, ContextError, DecodeError, GrammarError, LoadCancelledError, LoopConfigError,
@@ -378,14 +379,8 @@ class ContextHandle(_Owner):
         for start in range(0, n, self.n_batch):
             chunk = tokens[start:start + self.n_batch]
             b = self._batch
-            b.n_tokens = len(chunk)
-            for i, t in enumerate(chunk):
-                b.token[i] = t
-                b.pos[i] = pos0 + start + i
-                b.n_seq_id[i] = 1
-                b.seq_id[i][0] = 0
-                last = start + i == n - 1
-                b.logits[i] = 1 if (want == "all" or (want in ("last", "sample") and last)) else 0
+            fill_sequence(b, chunk, pos0 + start, [want == "all" or (want in ("last", "sample") and start + i == n - 1)
+                                                   for i in range(len(chunk))])
             log.clear()  # so that an error message quotes this decode's log only
             rc = lib.llama_decode(ctx, b)
             if rc != 0:

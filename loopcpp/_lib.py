@@ -17,10 +17,9 @@ from cffi import FFI
 
 from . import __version__
 from ._cdefs import CDEF
-from ._paths import library_path
+from ._paths import LLAMA_COMMIT, library_path
 from .errors import LibraryError
 
-LLAMA_COMMIT = "0c1e57098"
 LOOP_API_VERSION = 6
 
 ffi = FFI()

@@ -4,14 +4,11 @@ on first use: builds without llama-common (LOOPCPP_BUILD_SERVER=OFF) lack it."""
 from __future__ import annotations
 
 import functools
-import sys
 
 from cffi import FFI
 
-from ._paths import lib_dir
+from ._paths import lib_dir, shared_library_name
 from .errors import GrammarError, LibraryError
-
-_NAMES = {"darwin": "libloopcpp-tools.dylib", "win32": "loopcpp-tools.dll"}
 
 ffi = FFI()
 ffi.cdef("int32_t loopcpp_json_schema_to_grammar(const char * schema, char * buf, size_t size, char * err, size_t err_size);")
@@ -19,7 +16,7 @@ ffi.cdef("int32_t loopcpp_json_schema_to_grammar(const char * schema, char * buf
 
 @functools.lru_cache(maxsize=None)
 def _tools():
-    path = lib_dir() / _NAMES.get(sys.platform, "libloopcpp-tools.so")
+    path = lib_dir() / shared_library_name("loopcpp-tools")
     if not path.exists():
         raise LibraryError(f"{path.name} is not in this build (it comes with llama-server: build with "
                            "LOOPCPP_BUILD_SERVER=ON); write a GBNF grammar= instead of json_schema=")

@@ -16,7 +16,14 @@ from pathlib import Path
 
 from .errors import LibraryError
 
-_LIBRARY_NAMES = {"darwin": "libllama.dylib", "win32": "llama.dll"}
+# the llama.cpp commit loopcpp is built on (CMakeLists.txt's LOOPCPP_LLAMA_COMMIT; the library
+# reports its own, and _lib refuses one that differs)
+LLAMA_COMMIT = "0c1e57098"
+
+
+def shared_library_name(stem: str) -> str:
+    """A shared library's file name on this platform: llama -> libllama.so / libllama.dylib / llama.dll."""
+    return {"darwin": f"lib{stem}.dylib", "win32": f"{stem}.dll"}.get(sys.platform, f"lib{stem}.so")
 
 
 def package_file(name: str) -> Path:
@@ -46,7 +53,7 @@ def lib_dir() -> Path:
 
 
 def library_path() -> Path:
-    path = lib_dir() / _LIBRARY_NAMES.get(sys.platform, "libllama.so")
+    path = lib_dir() / shared_library_name("llama")
     if not path.exists():
         raise LibraryError(
             f"native library {path} not found: reinstall loopcpp with `pip install .` "

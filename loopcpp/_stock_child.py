@@ -3,7 +3,7 @@ file as a script, pointed at loopcpp's library or at an unmodified one).
 
     python _stock_child.py LIBLLAMA MODEL N_PROMPT N_GEN THREADS   -> one JSON line
 
-Standalone: importing the loopcpp package would load loopcpp's own library.
+It shares loopcpp's batch helpers, which touch no loaded library (importing loopcpp loads none).
 """
 
 import importlib.util
@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 
 from cffi import FFI
+
+from loopcpp._batch import fill_sequence, spread_tokens
 
 
 def _cdefs() -> str:
@@ -43,19 +45,13 @@ def main(lib_path: str, model_path: str, n_prompt: int, n_gen: int, threads: int
         cparams.n_threads = cparams.n_threads_batch = threads
     ctx = lib.llama_init_from_model(model, cparams)
     n_vocab = lib.llama_vocab_n_tokens(lib.llama_model_get_vocab(model))
-    tokens = [(i * 7919) % (n_vocab - 10) + 5 for i in range(n)]
+    tokens = spread_tokens(n_vocab, n)
     batch = lib.llama_batch_init(cparams.n_batch, 0, 1)
 
     def decode(toks, pos0):
         for start in range(0, len(toks), cparams.n_batch):
             chunk = toks[start:start + cparams.n_batch]
-            batch.n_tokens = len(chunk)
-            for i, t in enumerate(chunk):
-                batch.token[i] = t
-                batch.pos[i] = pos0 + start + i
-                batch.n_seq_id[i] = 1
-                batch.seq_id[i][0] = 0
-                batch.logits[i] = start + i == len(toks) - 1
+            fill_sequence(batch, chunk, pos0 + start, [start + i == len(toks) - 1 for i in range(len(chunk))])
             if lib.llama_decode(ctx, batch) != 0:
                 raise SystemExit("llama_decode failed")
 

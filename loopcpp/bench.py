@@ -18,12 +18,12 @@ from typing import Optional, Sequence
 
 from tqdm import tqdm
 
+from ._batch import spread_tokens
 from .gguf_meta import read_field
-from .loop import LoopConfig
+from .loop import OFF, LoopConfig
 from .model import Model
 from .system import rss_bytes
 
-OFF = "off"
 
 
 @dataclass(frozen=True)
@@ -162,8 +162,7 @@ def _count_nodes(model: Model, spec: str, n_ubatch: int, flash_attn: Optional[bo
 
 
 def _tokens(model: Model, n: int) -> list[int]:
-    """n ordinary token ids, spread over the vocabulary (llama-bench uses random ones)."""
-    return [(i * 7919) % (model.n_vocab - 10) + 5 for i in range(n)]
+    return spread_tokens(model.n_vocab, n)
 
 
 def run(model: Model, loops: Sequence[str], n_prompt: int = 512, n_gen: int = 128, repetitions: int = 5,
@@ -207,7 +206,7 @@ def run(model: Model, loops: Sequence[str], n_prompt: int = 512, n_gen: int = 12
             info[spec]["rss"] = max(info[spec].get("rss", 0), rss_bytes())
     rows = []
     for spec in specs:
-        row = {"spec": spec, **info[spec], **_stats("pp", pp[spec]), **_stats("tg", tg[spec])}
+        row = {"spec": spec, **info[spec], **run_stats("pp", pp[spec]), **run_stats("tg", tg[spec])}
         row["nodes_pp"], row["nodes_tg"] = _count_nodes(model, spec, n_ubatch, flash_attn)
         rows.append(row)
     for row in rows:
@@ -254,7 +253,8 @@ def _expected_tg(cfg: LoopConfig, costs: LayerCosts, n_gen: int) -> float:
     return looped / unlooped
 
 
-def _stats(kind: str, values: list[float]) -> dict:
+def run_stats(kind: str, values: list[float]) -> dict:
+    """Median, spread and the runs themselves of one measurement (pp or tg tokens/s)."""
     if not values:
         return {}
     return {f"{kind}_tps": statistics.median(values), f"{kind}_min": min(values), f"{kind}_max": max(values),

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Generator, Literal, Optional, Sequence, U
 import numpy as np
 
 from . import state as _state
+from ._numeric import log_softmax
 from ._internals import ContextHandle, SamplerHandle, TensorTap
 from .errors import BusyError, CancelledError, ContextError, ContextFullError, DecodeError, LoopConfigError
 from .kvtypes import GGML_TYPES
@@ -336,9 +337,7 @@ class Context:
         self._h.set_cancelled(False)
         all_logits = self._eval(tokens, logits="all")
         assert all_logits is not None  # logits="all" returns them
-        logits = all_logits.astype(np.float64)
-        logits -= logits.max(axis=1, keepdims=True)
-        logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        logp = log_softmax(all_logits)
         nll = -logp[np.arange(len(tokens) - 1), tokens[1:]]
         return float(np.exp(nll.mean()))
 
@@ -478,9 +477,7 @@ class Context:
     def _logprobs(self, token: int, n: int) -> tuple[float, Optional[tuple[TopLogprob, ...]]]:
         """The model's log-probability of token (before sampling's transforms) and the n most
         likely tokens, from the logits the sampler saw."""
-        logits = self._h.last_logits().astype(np.float64)
-        m = logits.max()
-        logp = logits - (m + np.log(np.exp(logits - m).sum()))
+        logp = log_softmax(self._h.last_logits())
         if n == 0:
             return float(logp[token]), None
         best = np.argpartition(-logp, n - 1)[:n] if n < len(logp) else np.arange(len(logp))

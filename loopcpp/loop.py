@@ -18,6 +18,7 @@ MODES = ("auto", "block", "layer")
 INTEGRATORS = ("naive", "euler", "rk")
 KV_POLICIES = ("first", "last")
 MAX_STEPS = 64
+OFF = "off"  # the spec string of no loop: the unmodified model
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ import os
 import platform
 import shlex
 import shutil
-import statistics
 import subprocess
 import sys
 import tarfile
@@ -27,15 +26,15 @@ from typing import Any, Optional
 from tqdm import tqdm
 
 from . import _cachedir
-from ._paths import lib_dir, package_file
+from ._paths import LLAMA_COMMIT, lib_dir, package_file, shared_library_name
+from .bench import run_stats
 from .errors import LibraryError
 
 # the pin, as in CMakeLists.txt (tests/test_bench.py checks that they agree)
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
 SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
-LLAMA_COMMIT = "0c1e57098"
 SDIST = f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}.tar.gz"
-LIBRARY = {"darwin": "libllama.dylib", "win32": "llama.dll"}.get(sys.platform, "libllama.so")
+LIBRARY = shared_library_name("llama")
 
 
 def sdist_path() -> Path:
@@ -162,10 +161,7 @@ def compare_with_stock(model: Path, n_prompt: int = 512, n_gen: int = 128, repet
     for name, rs in runs.items():
         row: dict[str, Any] = {"build": name, "lib": str(builds[name])}
         for kind in ("pp", "tg"):
-            v = [r[f"{kind}_tps"] for r in rs if r.get(f"{kind}_tps")]
-            if v:
-                row.update({f"{kind}_tps": statistics.median(v), f"{kind}_min": min(v), f"{kind}_max": max(v),
-                            f"{kind}_runs": v})
+            row.update(run_stats(kind, [r[f"{kind}_tps"] for r in rs if r.get(f"{kind}_tps")]))
         rows.append(row)
     for row in rows:
         for kind in ("pp", "tg"):

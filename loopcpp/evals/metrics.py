@@ -11,11 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    x = np.asarray(logits, dtype=np.float64)
-    x = x - x.max(axis=-1, keepdims=True)
-    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+from .._numeric import log_softmax
 
 
 def token_nll(logits: np.ndarray, targets: Sequence[int]) -> np.ndarray:

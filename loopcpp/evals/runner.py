@@ -20,10 +20,10 @@ from tqdm import tqdm
 
 from ..catalog import cache_dir
 from ..context import Context
+from ..loop import OFF
 from ..model import Model
 from . import data, scoring
 
-OFF = "off"
 
 
 @dataclass(frozen=True)
