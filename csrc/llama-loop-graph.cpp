@@ -13,7 +13,6 @@
 #include "llama-graph.h"
 #include "llama-kv-cache.h"
 
-
 void llm_graph_input_loop_rows::set_input(const llama_ubatch * ubatch) {
     std::vector<int32_t> rows(ubatch->n_tokens);
     for (uint32_t i = 0; i < ubatch->n_tokens; ++i) {
@@ -56,6 +55,8 @@ struct scratch_graph {
         graph.gf = kept;
         ggml_free(ctx);
     }
+    scratch_graph(const scratch_graph &) = delete;
+    scratch_graph & operator=(const scratch_graph &) = delete;
 };
 
 // One evaluation of the builder's layer body: layer il on x, picking the output rows `rows` (none
