@@ -690,13 +690,21 @@ int32_t llama_loop_set(llama_context * ctx, const llama_loop_params * params) {
     return set_loop(ctx, params, /*reserve =*/ true);
 }
 
-int32_t llama_loop_seq_set(llama_context * ctx, llama_seq_id seq, bool loop, llama_loop_decode decode, int32_t decode_n) {
+// ctx is a context and seq one of its sequence ids.
+static int32_t check_seq(const llama_context * ctx, llama_seq_id seq) {
     if (!ctx) {
         return fail(LLAMA_LOOP_ERR_INVALID, "ctx must not be NULL");
     }
     if (seq < 0 || seq >= (llama_seq_id) ctx->get_cparams().n_seq_max) {
         return fail(LLAMA_LOOP_ERR_INVALID, "seq " + std::to_string(seq) + " is outside [0, n_seq_max = " +
                     std::to_string(ctx->get_cparams().n_seq_max) + ")");
+    }
+    return LLAMA_LOOP_OK;
+}
+
+int32_t llama_loop_seq_set(llama_context * ctx, llama_seq_id seq, bool loop, llama_loop_decode decode, int32_t decode_n) {
+    if (int32_t rc = check_seq(ctx, seq); rc != LLAMA_LOOP_OK) {
+        return rc;
     }
     if (decode < LLAMA_LOOP_DECODE_BYPASS || decode > LLAMA_LOOP_DECODE_FIRST_N || decode_n < 0) {
         return fail(LLAMA_LOOP_ERR_INVALID, "decode mode out of range");
@@ -756,12 +764,8 @@ int32_t llama_loop_seq_reset(llama_context * ctx, llama_seq_id seq) {
 }
 
 int32_t llama_loop_seq_verify(llama_context * ctx, llama_seq_id seq, bool verify) {
-    if (!ctx) {
-        return fail(LLAMA_LOOP_ERR_INVALID, "ctx must not be NULL");
-    }
-    if (seq < 0 || seq >= (llama_seq_id) ctx->get_cparams().n_seq_max) {
-        return fail(LLAMA_LOOP_ERR_INVALID, "seq " + std::to_string(seq) + " is outside [0, n_seq_max = " +
-                    std::to_string(ctx->get_cparams().n_seq_max) + ")");
+    if (int32_t rc = check_seq(ctx, seq); rc != LLAMA_LOOP_OK) {
+        return rc;
     }
     ctx->loop_seqs.verify[seq] = verify;
     return ok();
