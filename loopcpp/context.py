@@ -372,7 +372,8 @@ class Context:
         if logprobs is not None and (not isinstance(logprobs, int) or not 0 <= logprobs <= self.model.n_vocab):
             raise ValueError(f"logprobs={logprobs!r} must be None or an int in [0, n_vocab]")
         if isinstance(prompt, str):  # a continuation starts no new text: no BOS
-            prompt_tokens = self.model.tokenize(prompt, add_special and cache != "continue", parse_special) if prompt else []
+            bos = add_special and cache != "continue"
+            prompt_tokens = self.model.tokenize(prompt, bos, parse_special) if prompt else []
         else:
             prompt_tokens = self.model._check_tokens(prompt)
         if not prompt_tokens and (cache != "continue" or not self._tokens):
@@ -389,8 +390,8 @@ class Context:
         # a cancel() from now on stops it, even before it starts; one meant for a generation
         # already running does not (the stream holds only a weak reference: a Generation dropped
         # unfinished is closed at once, giving the context back)
-        gen._steps = self._stream(weakref.ref(gen), gen._tokens, self._idle_cancels, prompt_tokens, cache, max_tokens,
-                                  [x for x in stops if x], stop_ids, sampler, logprobs)
+        gen._steps = self._stream(weakref.ref(gen), gen._tokens, self._idle_cancels, prompt_tokens, cache,
+                                  max_tokens, [x for x in stops if x], stop_ids, sampler, logprobs)
         return gen
 
     def _stream(self, gen: "weakref.ref[Generation]", out: list[Token], idle_cancels: int, prompt: list[int],
@@ -413,6 +414,8 @@ class Context:
                 prompt = self._tokens + prompt
         t0 = t1 = time.perf_counter()
         try:
+            if not prompt:  # "continue" on a cache that was emptied after generate() was called
+                raise ValueError("the prompt is empty and so is the cache")
             if self._h.cancelled:
                 return
             try:

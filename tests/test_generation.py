@@ -385,6 +385,11 @@ def test_the_cache_modes(tiny_models):
         assert fresh.usage.cached_tokens == 0
         with pytest.raises(ValueError, match="cache="):
             ctx.complete([5], cache="append")
+        pending = ctx.generate([], max_tokens=1, cache="continue")
+        ctx.reset()  # emptied before the continuation starts
+        with pytest.raises(ValueError, match="so is the cache"):
+            next(pending)
+        ctx.complete([5], max_tokens=1)  # the context is free again
         with pytest.raises(AttributeError):
             ctx.tokens = ()
 
